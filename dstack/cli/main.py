@@ -1,0 +1,46 @@
+"""`dstack`: the app, its command groups, and the one place errors become a clear message."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from dstack.cli import artifacts, runs, tags, views
+
+app = typer.Typer(
+    name="dstack",
+    help="Workflow-as-code for AI researchers: run workflows from .dstack/ here, reproducibly, "
+         "with versioned artifacts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+runs.register(app)
+views.register(app)
+app.add_typer(artifacts.app, name="artifacts")
+app.add_typer(tags.app, name="tags")
+
+
+def main() -> None:
+    """Console entry point: user errors print one paragraph and exit non-zero; --debug shows more."""
+    debug = "--debug" in sys.argv or os.environ.get("DSTACK_DEBUG") == "1"
+    if "--debug" in sys.argv:
+        sys.argv.remove("--debug")
+    from dstack.errors import DstackError
+
+    try:
+        app()
+    except DstackError as e:
+        if debug:
+            raise
+        sys.stderr.write(f"Error: {e.message}\n")
+        if e.hint:
+            sys.stderr.write(f"Hint: {e.hint}\n")
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("Interrupted.\n")
+        sys.exit(130)

@@ -1,0 +1,77 @@
+"""`dstack run` and `dstack rerun`: submit a run and stay attached, or detach with -d."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+_RUN_HELP = """Run WORKFLOW (and the workflows it depends on) on this machine.
+
+Arguments after WORKFLOW set declared variables (--lr 0.1); the rest become ${{ run.args }}.
+Logs stream live and the command exits with the job's exit code; Ctrl-C stops the run
+(twice: kill at once). With -d it runs in the background: follow it with `dstack attach RUN`."""
+
+
+def register(app: typer.Typer) -> None:
+    app.command(help=_RUN_HELP, context_settings={"allow_extra_args": True,
+                                                  "ignore_unknown_options": True})(run)
+    app.command(help="Run a finished run's recorded code snapshot and workflow spec again.")(rerun)
+
+
+def run(
+    ctx: typer.Context,
+    workflow: str = typer.Argument(..., help="Workflow name from .dstack/"),
+    detach: bool = typer.Option(False, "-d", "--detach", help="Run in the background"),
+    tag: str | None = typer.Option(None, "-t", "--tag", help="Tag the run when it succeeds"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Re-run up-to-date upstream jobs"),
+) -> None:
+    from dstack.runner.launch import prepare, record
+    from dstack.spec.loader import find_repo_root
+    from dstack.storage.store import Store
+
+    from dstack.cli.common import open_state
+
+    home, state = open_state()
+    store = Store.open(home)
+    repo = find_repo_root(Path.cwd())
+    sub = prepare(home, state, store, repo, workflow, list(ctx.args), tag)
+    name = record(state, sub, tag, detach)
+    _start(name, detach, no_cache, [j[0] for j in sub.jobs])
+
+
+def rerun(
+    run_name: str = typer.Argument(..., metavar="RUN"),
+    detach: bool = typer.Option(False, "-d", "--detach", help="Run in the background"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Re-run up-to-date upstream jobs"),
+) -> None:
+    from dstack.cli.common import open_state
+
+    home, state = open_state()
+    old = state.run(run_name)
+    jobs = [(j.workflow, j.spec, j.upstream) for j in state.jobs(run_name)]
+    name = state.create_run(old.workflow, old.repo_dir, old.args, old.variables, None,
+                            old.snapshot, jobs, detach)
+    sys.stderr.write(f"Re-running {run_name} (snapshot {old.snapshot['digest'][:12]}) as {name}\n")
+    _start(name, detach, no_cache, [j[0] for j in jobs])
+
+
+def _start(name: str, detach: bool, no_cache: bool, jobs: list[str]) -> None:
+    from dstack.cli.common import open_state
+
+    home, state = open_state()
+    if detach:
+        from dstack.runner.launch import start_detached
+
+        start_detached(home, state, name, no_cache)
+        sys.stderr.write(f"Run {name} started in the background.\n"
+                         f"Follow it: dstack attach {name}   Stop it: dstack stop {name}\n")
+        return
+    from dstack.runner.supervisor import supervise
+
+    sys.stderr.write(f"Run {name}: {' -> '.join(jobs)}\n")
+    code = supervise(home, name, sys.stdout, no_cache)
+    final = state.run(name)
+    sys.stderr.write(f"Run {name} {final.status}" + (f" (exit code {code})" if code else "") + "\n")
+    raise typer.Exit(code)

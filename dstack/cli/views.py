@@ -1,0 +1,181 @@
+"""Looking at runs: ps, logs, attach, stop, rm, inspect, workflows, schema."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from dstack.cli.common import age, duration, open_state, print_json, table
+
+JSON = typer.Option(False, "--json", help="Print JSON instead of a table")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(help="List runs: active ones and the latest finished (-a: all).")(ps)
+    app.command(help="Print a run's logs (-f: follow until it ends).")(logs)
+    app.command(help="Follow a running run's logs; Ctrl-C detaches, the run goes on.")(attach)
+    app.command(help="Stop a run: TERM its jobs, KILL after 10 s (-x: KILL at once).")(stop)
+    app.command(help="Delete a finished run, its logs and untagged artifacts.")(rm)
+    app.command(help="Show a run's reproducibility record: code, spec, variables, inputs, host.")(inspect)
+    app.command(help="List the workflows in .dstack/.")(workflows)
+    app.command(help="Print the JSON Schema of .dstack/workflows.yaml.")(schema)
+
+
+def ps(all_runs: bool = typer.Option(False, "-a", "--all", help="Include all finished runs"),
+       as_json: bool = JSON) -> None:
+    from dstack.runner.recover import recover
+
+    home, state = open_state()
+    recover(home, state)
+    runs = state.runs(include_finished=all_runs)
+    if as_json:
+        print_json([{"name": r.name, "workflow": r.workflow, "status": r.status,
+                     "created_at": r.created_at, "finished_at": r.finished_at,
+                     "exit_code": r.exit_code, "tag": r.tag} for r in runs])
+        return
+    if not runs:
+        sys.stderr.write("No runs yet. Start one with `dstack run WORKFLOW`.\n")
+        return
+    table(["RUN", "WORKFLOW", "STATUS", "SUBMITTED", "DURATION", "TAG"],
+          [[r.name, r.workflow, r.status + (f" ({r.exit_code})" if r.exit_code else ""),
+            age(r.created_at), duration(r.created_at, r.finished_at), r.tag or ""] for r in runs])
+
+
+def logs(run_name: str = typer.Argument(..., metavar="RUN"),
+         follow_: bool = typer.Option(False, "-f", "--follow", help="Keep following until the run ends"),
+         timestamps: bool = typer.Option(False, "--timestamps", help="Show when each line was written"),
+         workflow: str | None = typer.Option(None, "-w", "--workflow", help="Only this job's log")) -> None:
+    from dstack.runner.follow import follow
+
+    home, state = open_state()
+    state.run(run_name)
+    try:
+        follow(home, state, run_name, sys.stdout, follow_, timestamps, workflow)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def attach(run_name: str = typer.Argument(..., metavar="RUN")) -> None:
+    from dstack.runner.follow import follow
+
+    home, state = open_state()
+    state.run(run_name)
+    try:
+        code = follow(home, state, run_name, sys.stdout, keep_following=True)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"\nDetached; {run_name} goes on. Stop it with: dstack stop {run_name}\n")
+        raise typer.Exit(130) from None
+    final = state.run(run_name)
+    sys.stderr.write(f"Run {run_name} {final.status}\n")
+    raise typer.Exit(code or 0)
+
+
+def stop(run_name: str = typer.Argument(..., metavar="RUN"),
+         abort: bool = typer.Option(False, "-x", "--abort", help="Kill at once, no grace period")) -> None:
+    from dstack.execution import procs
+    from dstack.execution.local import LocalExecutor
+    from dstack.runner.recover import recover
+    from dstack.storage.store import Store
+
+    home, state = open_state()
+    run = state.run(run_name)
+    if run.finished:
+        sys.stderr.write(f"Run {run_name} is already {run.status}.\n")
+        return
+    state.update_run(run_name, stop_request="abort" if abort else "stop")
+    deadline = time.monotonic() + 30
+    while procs.alive(run.supervisor_pid, run.supervisor_start) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        if state.run(run_name).finished:
+            break
+    if not state.run(run_name).finished:  # no supervisor left: stop the jobs ourselves
+        executor = LocalExecutor(home, Store.open(home))
+        for job in state.jobs(run_name):
+            if job.status == "running" and job.pid and job.job_dir:
+                executor.adopt(job.job_dir, job.pid, job.pid_start).stop(abort=abort)
+        recover(home, state)
+    sys.stderr.write(f"Run {run_name} {state.run(run_name).status}.\n")
+
+
+def rm(run_name: str = typer.Argument(..., metavar="RUN"),
+       force: bool = typer.Option(False, "--force", help="Remove even a tagged run's record "
+                                                           "(tagged artifacts stay reachable)")) -> None:
+    import shutil
+
+    from dstack.errors import RunStateError
+    from dstack.runner.recover import recover
+    from dstack.storage.store import Store
+
+    home, state = open_state()
+    recover(home, state)
+    run = state.run(run_name)
+    if not run.finished:
+        raise RunStateError(f"Run {run_name} is {run.status}.", hint=f"stop it first: dstack stop {run_name}")
+    tagged = state.tags_of_run(run_name)
+    if tagged and not force:
+        raise RunStateError(f"Run {run_name} is tagged as {', '.join(repr(t) for t in tagged)}.",
+                            hint="delete the tag first (dstack tags delete TAG), or pass --force to "
+                                 "remove the run record and keep the tagged artifacts")
+    store = Store.open(home)
+    kept = {key for tag in state.tags() for key in tag.manifests.values()}
+    referenced = kept | state.manifests_used_outside(run_name)
+    for job in state.jobs(run_name):
+        if job.manifest and job.manifest not in referenced and not job.reused_from:
+            store.delete_manifest(job.manifest)
+    state.delete_run(run_name)
+    shutil.rmtree(home.runs_dir / run_name, ignore_errors=True)
+    sys.stderr.write(f"Removed run {run_name}" + (" (tagged artifacts kept)" if tagged else "") + ".\n")
+
+
+def inspect(run_name: str = typer.Argument(..., metavar="RUN"), as_json: bool = JSON) -> None:
+    from dstack.runner.recover import recover
+
+    home, state = open_state()
+    recover(home, state)
+    run = state.run(run_name)
+    jobs = state.jobs(run_name)
+    data = {
+        "run": run.name, "workflow": run.workflow, "status": run.status, "exit_code": run.exit_code,
+        "created_at": run.created_at, "finished_at": run.finished_at, "repo": run.repo_dir,
+        "code": {k: run.snapshot.get(k) for k in ("commit", "branch", "dirty_hash", "digest", "files")},
+        "args": run.args, "variables": run.variables, "tag": run.tag,
+        "jobs": [{"workflow": j.workflow, "status": j.status, "exit_code": j.exit_code,
+                  "error": j.error, "reused_from": j.reused_from, "upstream": j.upstream,
+                  "provider": j.spec.get("provider"), "backend": j.record.get("backend"),
+                  "host": j.record.get("host"), "inputs": j.record.get("inputs", []),
+                  "artifacts": j.manifest, "spec": j.spec} for j in jobs],
+    }
+    if as_json:
+        print_json(data)
+        return
+    import yaml
+
+    sys.stdout.write(yaml.safe_dump(data, sort_keys=False, width=78))
+
+
+def workflows(as_json: bool = JSON) -> None:
+    from dstack.spec.loader import Project, find_repo_root
+
+    project = Project.load(find_repo_root(Path.cwd()))
+    rows = []
+    for name, raw in project.raw.items():
+        rows.append({"name": name, "provider": raw.data.get("provider", "bash"),
+                     "help": raw.data.get("help") or "", "file": raw.file})
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        sys.stderr.write("No workflows in .dstack/ yet.\n")
+        return
+    table(["WORKFLOW", "PROVIDER", "HELP"], [[r["name"], r["provider"], r["help"]] for r in rows])
+
+
+def schema() -> None:
+    import json
+
+    from dstack.spec.schema import workflows_schema
+
+    sys.stdout.write(json.dumps(workflows_schema(), indent=2) + "\n")

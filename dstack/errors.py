@@ -1,0 +1,59 @@
+"""One exception tree for the whole package.
+
+DstackError                  anything the user can act on; the CLI prints it as one paragraph
+├── SpecError                a workflow, variable or config file is wrong (names file, line, field)
+├── HomeError                DSTACK_HOME is missing, unwritable or damaged
+├── NotFoundError            a run, tag, workflow or artifact that does not exist
+├── ResourceError            the requested resources cannot be satisfied here
+├── ProviderError            a provider cannot prepare or run the job
+├── StoreError               the artifact store refused or returned damaged data
+└── RunStateError            an operation that the run's current state does not allow
+
+Library errors are converted at the boundary with ``raise ... from e``.
+"""
+
+from __future__ import annotations
+
+
+class DstackError(Exception):
+    """Base of all errors meant for the user; ``hint`` says what to do next."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\nHint: {self.hint}"
+
+
+class SpecError(DstackError):
+    """A user-written file (workflows, variables, config) is invalid."""
+
+    exit_code = 2
+
+
+class HomeError(DstackError):
+    """DSTACK_HOME cannot be used."""
+
+
+class NotFoundError(DstackError):
+    """A named run, tag, workflow or artifact does not exist."""
+
+
+class ResourceError(DstackError):
+    """The job asks for more than the chosen host has."""
+
+
+class ProviderError(DstackError):
+    """A provider cannot prepare the job (missing script, python version, requirements)."""
+
+
+class StoreError(DstackError):
+    """The artifact store is unusable or returned data that fails verification."""
+
+
+class RunStateError(DstackError):
+    """The run's status does not allow the operation (e.g. tagging a running run)."""

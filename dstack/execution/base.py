@@ -1,0 +1,104 @@
+"""The executor interface shared by this machine and SSH hosts, and the job wrapper they both run."""
+
+from __future__ import annotations
+
+import shlex
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from dstack.storage.manifest import Entry, StatCache
+
+LOG, PID, RC = "log", "pid", "rc"
+
+# Runs the job in its own session; each output line gets the time it was written, and the exit
+# code lands in `rc` atomically. Only bash is needed on the host ($EPOCHREALTIME: bash >= 5).
+WRAPPER = """#!/usr/bin/env bash
+cd {job_dir}
+echo $$ > {pid}
+set -a; . ./env.sh; set +a
+cd {workdir}
+bash {job_dir}/job.sh < /dev/null 2>&1 | while IFS= read -r line || [ -n "$line" ]; do
+  printf '%s %s\\n' "${{EPOCHREALTIME:-$(date +%s.%N)}}" "$line"
+done >> {job_dir}/{log}
+rc=${{PIPESTATUS[0]}}
+echo "$rc" > {job_dir}/{rc}.tmp && mv {job_dir}/{rc}.tmp {job_dir}/{rc}
+exit "$rc"
+"""
+
+
+def wrapper_script(job_dir: str, workdir: str) -> str:
+    q = shlex.quote
+    return WRAPPER.format(job_dir=q(job_dir), workdir=q(workdir), pid=PID, log=LOG, rc=RC)
+
+
+def env_script(env: dict[str, str]) -> str:
+    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items())
+
+
+@dataclass(frozen=True)
+class JobExit:
+    """How a job ended: its exit code, and why when it did not end by itself."""
+
+    code: int
+    reason: str | None = None
+
+
+class JobHandle(ABC):
+    """A started job; works the same whether this process started it or adopted it later."""
+
+    pid: int
+    pid_start: int | None
+
+    @abstractmethod
+    def poll(self) -> JobExit | None:
+        """None while the job runs."""
+
+    @abstractmethod
+    def read_log(self, offset: int) -> bytes:
+        """Log bytes from ``offset`` on (timestamped lines)."""
+
+    @abstractmethod
+    def stop(self, abort: bool, grace: float = 10.0) -> None:
+        """TERM the whole process group, KILL after ``grace`` seconds (at once with ``abort``)."""
+
+
+class Executor(ABC):
+    """Runs jobs on one host."""
+
+    backend: str = ""
+
+    @abstractmethod
+    def host_name(self) -> str: ...
+
+    @abstractmethod
+    def which(self, command: str) -> bool: ...
+
+    @abstractmethod
+    def venv_cache(self) -> str: ...
+
+    @abstractmethod
+    def job_dir(self, run: str, workflow: str) -> str: ...
+
+    @abstractmethod
+    def place(self, job_dir: str, entries: list[Entry], subdir: str = "work") -> None:
+        """Write stored files (code snapshot, input artifacts) under the job's folder."""
+
+    @abstractmethod
+    def make_dirs(self, job_dir: str, paths: list[str]) -> None:
+        """Create artifact folders inside the working copy before the job starts."""
+
+    @abstractmethod
+    def start(self, job_dir: str, workdir: str, script: str, env: dict[str, str]) -> JobHandle: ...
+
+    @abstractmethod
+    def adopt(self, job_dir: str, pid: int, pid_start: int | None) -> JobHandle:
+        """A handle for a job some earlier process started."""
+
+    @abstractmethod
+    def collect(self, job_dir: str, paths: list[str], cache: StatCache) -> list[Entry]:
+        """Store the job's artifact files and return their entries."""
+
+    @abstractmethod
+    def local_path(self, job_dir: str) -> Path | None:
+        """The job folder on this machine, when it is here."""

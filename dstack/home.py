@@ -1,0 +1,54 @@
+"""DSTACK_HOME: where state, the local store, run folders and cached environments live."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dstack.errors import HomeError
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "state.db"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.root / "store"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def venvs_dir(self) -> Path:
+        return self.root / "venvs"
+
+    def job_dir(self, run: str, workflow: str) -> Path:
+        return self.runs_dir / run / workflow
+
+
+def home_path() -> Path:
+    value = os.environ.get("DSTACK_HOME")
+    return Path(value).expanduser() if value else Path.home() / ".dstack"
+
+
+def open_home(create: bool = True) -> Home:
+    """Return the home, creating it 0700 on first use; an unusable one is a clear error."""
+    root = home_path()
+    hint = "set DSTACK_HOME to a folder you can write, e.g. export DSTACK_HOME=~/.dstack"
+    try:
+        if create:
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise HomeError(f"Cannot create DSTACK_HOME {root}: {e.strerror}.", hint=hint) from e
+    if not root.is_dir():
+        raise HomeError(f"DSTACK_HOME {root} is not a folder.", hint=hint)
+    if create and not os.access(root, os.W_OK | os.X_OK):
+        raise HomeError(f"DSTACK_HOME {root} is not writable by this user.", hint=hint)
+    return Home(root)

@@ -1,0 +1,72 @@
+"""The provider interface and its registry (entry-point group `dstack.providers`)."""
+
+from __future__ import annotations
+
+import shlex
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from dstack.errors import ProviderError, SpecError
+from dstack.spec.models import Workflow
+from dstack.spec.suggest import did_you_mean
+
+
+@dataclass(frozen=True)
+class HostContext:
+    """Where the job runs: what the provider may need to know about the host."""
+
+    venv_cache: str
+
+
+class Provider(ABC):
+    name: str = ""
+
+    def check(self, wf: Workflow, repo: Path, file: str) -> None:
+        """Refuse before anything starts: missing files or fields."""
+
+    def check_host(self, wf: Workflow, which: Callable[[str], bool]) -> None:
+        """Refuse when the chosen host lacks what the job needs (an interpreter, a tool)."""
+
+    def job_env(self, wf: Workflow, workdir: Path) -> dict[str, str]:
+        """Extra environment for the job, computed from its working copy."""
+        return {}
+
+    @abstractmethod
+    def script(self, wf: Workflow, host: HostContext) -> str:
+        """The bash script body run in the job's working directory."""
+
+
+def bash_lines(lines: list[str]) -> str:
+    return "\n".join(lines)
+
+
+def require_file(repo: Path, rel: str | None, field: str, wf: Workflow, file: str) -> None:
+    if rel is not None and not (repo / rel).is_file():
+        raise ProviderError(f"{file}: workflow '{wf.name}', field '{field}': file '{rel}' does not "
+                            "exist in the repository.",
+                            hint="paths are relative to the repository root (the folder that holds .dstack/)")
+
+
+def quote_all(words: list[str]) -> str:
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def get_provider(name: str, file: str = ".dstack/workflows.yaml") -> Provider:
+    """Look the provider up by name among the built-ins and installed plug-ins."""
+    from dstack.providers.bash import BashProvider
+    from dstack.providers.python import PythonProvider
+
+    builtin: dict[str, type[Provider]] = {"bash": BashProvider, "python": PythonProvider}
+    if name in builtin:
+        return builtin[name]()
+    plugins = {ep.name: ep for ep in entry_points(group="dstack.providers")}
+    if name in plugins:
+        provider_class = plugins[name].load()
+        return provider_class()  # type: ignore[no-any-return]
+    known = sorted(set(builtin) | set(plugins))
+    raise SpecError(f"{file}: provider '{name}' is not available here; installed: {', '.join(known)}.",
+                    hint=did_you_mean(name, known) or
+                    "plug-ins register providers in the entry-point group 'dstack.providers'")

@@ -1,0 +1,21 @@
+"""The bash provider: `setup` then `commands`, failing on the first failing line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dstack.errors import SpecError
+from dstack.providers.base import HostContext, Provider, bash_lines
+from dstack.spec.models import Workflow
+
+
+class BashProvider(Provider):
+    name = "bash"
+
+    def check(self, wf: Workflow, repo: Path, file: str) -> None:
+        if not wf.commands:
+            raise SpecError(f"{file}: workflow '{wf.name}' (provider bash) has no 'commands'.",
+                            hint="add commands:\n  - echo hello")
+
+    def script(self, wf: Workflow, host: HostContext) -> str:
+        return bash_lines(["set -e", *wf.setup, *wf.commands])

@@ -1,0 +1,1 @@
+"""Planning a run (DAG, inputs, checks) and supervising it (start, stream, sync, finish, stop)."""

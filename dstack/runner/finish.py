@@ -1,0 +1,61 @@
+"""The one place a job and a run become final, used by the supervisor and by recovery alike."""
+
+from __future__ import annotations
+
+import time
+
+from dstack.execution.base import Executor, JobExit
+from dstack.spec.models import Workflow
+from dstack.state.db import State
+from dstack.state.records import JobRecord
+from dstack.storage.manifest import Manifest, StatCache
+from dstack.storage.store import Store, artifact_key
+
+
+def seal_artifacts(store: Store, executor: Executor, job: JobRecord, complete: bool,
+                   cache: StatCache) -> str | None:
+    """Store every artifact file of the job and write its manifest; partial when not complete."""
+    wf = Workflow.model_validate(job.spec)
+    if not wf.artifacts or not job.job_dir:
+        return None
+    paths = [a.path for a in wf.artifacts]
+    entries = executor.collect(job.job_dir, paths, cache)
+    key = artifact_key(job.run_name, job.workflow)
+    store.put_manifest(key, Manifest(entries, "complete" if complete else "partial", paths))
+    return key
+
+
+def finish_job(state: State, store: Store, executor: Executor, job: JobRecord, result: JobExit,
+               stopped: bool, cache: StatCache) -> str:
+    """Seal the artifacts, then record the final status; returns that status."""
+    ok = result.code == 0 and not stopped
+    manifest = seal_artifacts(store, executor, job, ok, cache)
+    status = "done" if ok else "stopped" if stopped else "failed"
+    error = None if ok else result.reason or (
+        "stopped" if stopped else f"exited with code {result.code}")
+    state.update_job(job.run_name, job.workflow, status=status, exit_code=result.code,
+                     finished_at=time.time(), manifest=manifest, error=error)
+    return status
+
+
+def fail_pending(state: State, job: JobRecord, reason: str, status: str = "failed") -> None:
+    state.update_job(job.run_name, job.workflow, only_if_active=True, status=status,
+                     finished_at=time.time(), error=reason)
+
+
+def finish_run(state: State, run_name: str, target: str, stopped: bool) -> tuple[str, int]:
+    """Derive the run's status and exit code from its jobs and record them."""
+    jobs = state.jobs(run_name)
+    statuses = {j.status for j in jobs}
+    target_job = next(j for j in jobs if j.workflow == target)
+    if stopped or "stopped" in statuses:
+        status, code = "stopped", 130
+    elif statuses <= {"done"}:
+        status, code = "done", 0
+    else:
+        status = "failed"
+        failed = [j for j in jobs if j.status == "failed"]
+        codes = [j.exit_code for j in [target_job, *failed] if j.exit_code not in (None, 0)]
+        code = codes[0] if codes else 1
+    state.finish_run(run_name, status, code)
+    return status, code

@@ -1,0 +1,65 @@
+"""Submitting a run: plan and check everything, snapshot the code, record the run, start it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dstack.errors import RunStateError
+from dstack.execution import procs
+from dstack.home import Home
+from dstack.runner.inputs import external_inputs
+from dstack.runner.plan import Plan, check_plan, make_plan
+from dstack.snapshot import Snapshot, capture
+from dstack.spec.loader import Project
+from dstack.state.db import State
+from dstack.storage.store import Store
+
+
+@dataclass(frozen=True)
+class Submission:
+    workflow: str
+    repo: Path
+    args: list[str]
+    variables: dict[str, Any]
+    snapshot: Snapshot
+    jobs: list[tuple[str, dict[str, Any], list[str]]]
+
+
+def prepare(home: Home, state: State, store: Store, repo: Path, workflow: str,
+            tokens: list[str], tag: str | None) -> Submission:
+    """Everything that can be refused is refused here, before a run exists."""
+    project = Project.load(repo)
+    plan: Plan = make_plan(project, workflow, tokens)
+    check_plan(plan, repo, home.root)
+    for job in plan.jobs:
+        external_inputs(state, job.workflow)
+    if tag is not None and tag in {t.name for t in state.tags()}:
+        raise RunStateError(f"Tag '{tag}' already exists.",
+                            hint=f"pick another name, or delete it first: dstack tags delete {tag}")
+    snapshot = capture(repo, store)
+    jobs = [(j.workflow.name, j.workflow.model_dump(mode="json", by_alias=True), j.upstream)
+            for j in plan.jobs]
+    return Submission(workflow, repo, plan.run_args, plan.variables(project), snapshot, jobs)
+
+
+def record(state: State, sub: Submission, tag: str | None, detached: bool) -> str:
+    return state.create_run(sub.workflow, str(sub.repo), sub.args, sub.variables, tag,
+                            {**sub.snapshot.to_dict(), "key": sub.snapshot.key}, sub.jobs, detached)
+
+
+def start_detached(home: Home, state: State, run_name: str, no_cache: bool) -> int:
+    """Start the supervisor as its own session so it outlives this terminal."""
+    log = home.runs_dir / run_name / "supervisor.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "dstack.runner.detached", run_name]
+    if no_cache:
+        command.append("--no-cache")
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                start_new_session=True)
+    state.update_run(run_name, supervisor_pid=proc.pid, supervisor_start=procs.start_time(proc.pid))
+    return proc.pid

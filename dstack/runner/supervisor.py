@@ -1,0 +1,267 @@
+"""The supervisor: one per run; owns every job's lifecycle from start to sealed artifacts.
+
+It starts jobs when their upstream jobs are done (independent ones in parallel), reuses
+up-to-date upstream jobs, streams logs, saves `mount: true` artifacts while jobs run, seals
+manifests, honours stop requests and Ctrl-C, and records the final statuses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TextIO
+
+from dstack.execution import procs
+from dstack.execution.base import Executor, JobExit, JobHandle
+from dstack.execution.local import port_env
+from dstack.home import Home
+from dstack.providers.base import HostContext, get_provider
+from dstack.runner.finish import fail_pending, finish_job, finish_run
+from dstack.runner.inputs import Input, external_inputs, upstream_inputs
+from dstack.runner.logs import LogReader, format_line
+from dstack.spec.models import Workflow
+from dstack.state.db import State
+from dstack.state.records import JobRecord, RunRecord
+from dstack.storage.manifest import Manifest, StatCache
+from dstack.storage.store import Store, artifact_key
+
+LIVE_SYNC_INTERVAL = 0.5
+
+
+class StopRequested(Exception):
+    """SIGTERM or a `dstack stop` arrived."""
+
+
+@dataclass
+class Running:
+    job: JobRecord
+    spec: Workflow
+    handle: JobHandle
+    log: LogReader = field(default_factory=LogReader)
+    last_sync: float = 0.0
+    live_json: bytes = b""
+
+
+class Supervisor:
+    def __init__(self, home: Home, state: State, store: Store, executor: Executor, run_name: str,
+                 out: TextIO | None, no_cache: bool = False) -> None:
+        self.home, self.state, self.store, self.executor = home, state, store, executor
+        self.run_name, self.out, self.no_cache = run_name, out, no_cache
+        self.running: dict[str, Running] = {}
+        self.cache = StatCache()
+        self.stopping: str | None = None
+        self.prefix_lines = len(state.jobs(run_name)) > 1
+
+    # the loop ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        run = self.state.run(self.run_name)
+        self.state.update_run(self.run_name, status="running", supervisor_pid=os.getpid(),
+                              supervisor_start=procs.start_time(os.getpid()))
+        try:
+            self._loop(run)
+        except (KeyboardInterrupt, StopRequested):
+            self._stop_all(abort=self.stopping == "abort")
+        except BaseException:
+            self._stop_all(abort=True)
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        status, code = finish_run(self.state, self.run_name, run.workflow, self.stopping is not None)
+        if status == "done" and run.tag:
+            self._tag(run.tag)
+        return code
+
+    def _loop(self, run: RunRecord) -> None:
+        idle = 0.005
+        last_check = 0.0
+        while True:
+            now = time.monotonic()
+            if now - last_check > 0.2:
+                last_check = now
+                request = self.state.run(self.run_name).stop_request
+                if request:
+                    self.stopping = request
+                    raise StopRequested
+            jobs = {j.workflow: j for j in self.state.jobs(self.run_name)}
+            progressed = self._start_ready(jobs, run.workflow)
+            for name in list(self.running):
+                progressed |= self._pump(self.running[name])
+            if not self.running and all(j.finished for j in self.state.jobs(self.run_name)):
+                return
+            idle = 0.005 if progressed else min(idle * 2, 0.1)
+            time.sleep(idle)
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping is None:
+            self.stopping = "stop"
+            raise StopRequested
+
+    # starting ---------------------------------------------------------------------------
+
+    def _start_ready(self, jobs: dict[str, JobRecord], target: str) -> bool:
+        started = False
+        for job in jobs.values():
+            if job.status != "submitted" or job.workflow in self.running:
+                continue
+            ups = [jobs[u] for u in job.upstream]
+            if any(u.status in ("failed", "stopped") for u in ups):
+                fail_pending(self.state, job, "an upstream job did not succeed: " + ", ".join(
+                    u.workflow for u in ups if u.status != "done"))
+                started = True
+            elif all(u.status == "done" for u in ups):
+                self._start(job, upstream_inputs(jobs, job.upstream), job.workflow == target)
+                started = True
+        return started
+
+    def _start(self, job: JobRecord, inputs: list[Input], is_target: bool) -> None:
+        spec = Workflow.model_validate(job.spec)
+        run = self.state.run(self.run_name)
+        try:
+            inputs = inputs + external_inputs(self.state, spec)
+            manifests = {i.manifest: self.store.get_manifest(i.manifest) for i in inputs}
+            key = self._cache_key(run, job, manifests)
+            if not is_target and not self.no_cache and self._reuse(job, key):
+                return
+            self._launch(run, job, spec, inputs, manifests, key)
+        except Exception as e:  # a job that cannot start fails alone, with the reason recorded
+            fail_pending(self.state, job, f"could not start: {e}")
+            self._say(job.workflow, f"dstack: {job.workflow} could not start: {e}")
+
+    def _cache_key(self, run: RunRecord, job: JobRecord, manifests: dict[str, Manifest]) -> str:
+        material = {"snapshot": run.snapshot["digest"], "spec": job.spec,
+                    "inputs": sorted(m.digest() for m in manifests.values())}
+        return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+    def _reuse(self, job: JobRecord, key: str) -> bool:
+        earlier = self.state.cached_job(key)
+        if earlier is None:
+            return False
+        self.state.update_job(self.run_name, job.workflow, status="done", exit_code=0,
+                              started_at=time.time(), finished_at=time.time(), cache_key=key,
+                              reused_from=f"{earlier.run_name}/{earlier.workflow}",
+                              manifest=earlier.manifest, record=earlier.record)
+        self._say(job.workflow, f"dstack: {job.workflow} is up to date, reusing run "
+                                f"{earlier.run_name} (--no-cache re-runs it)")
+        return True
+
+    def _launch(self, run: RunRecord, job: JobRecord, spec: Workflow, inputs: list[Input],
+                manifests: dict[str, Manifest], key: str) -> None:
+        ex = self.executor
+        provider = get_provider(spec.provider)
+        provider.check_host(spec, ex.which)
+        job_dir = ex.job_dir(self.run_name, job.workflow)
+        ex.place(job_dir, self.store.get_manifest(run.snapshot["key"]).entries)
+        for item in inputs:
+            ex.place(job_dir, manifests[item.manifest].entries)
+        ex.make_dirs(job_dir, [a.path for a in spec.artifacts])
+        workdir = ex.local_path(job_dir)
+        env = {k: (v if v is not None else os.environ.get(k, "")) for k, v in spec.env.items()}
+        env |= {"DSTACK_RUN": self.run_name, "DSTACK_WORKFLOW": job.workflow,
+                "PYTHONUNBUFFERED": "1", **port_env(spec.ports)}
+        if workdir is not None:
+            env |= provider.job_env(spec, workdir / "work")
+        script = provider.script(spec, HostContext(ex.venv_cache()))
+        handle = ex.start(job_dir, spec.working_dir or ".", script, env)
+        record = {
+            "commit": run.snapshot.get("commit"), "branch": run.snapshot.get("branch"),
+            "dirty_hash": run.snapshot.get("dirty_hash"), "snapshot": run.snapshot["digest"],
+            "variables": run.variables, "run_args": run.args, "provider": spec.provider,
+            "backend": ex.backend, "host": ex.host_name(),
+            "inputs": [{"source": i.source, "manifest": i.manifest,
+                        "digest": manifests[i.manifest].digest()} for i in inputs],
+        }
+        self.state.update_job(self.run_name, job.workflow, status="running", started_at=time.time(),
+                              pid=handle.pid, pid_start=handle.pid_start, job_dir=job_dir,
+                              cache_key=key, record=record)
+        fresh = next(j for j in self.state.jobs(self.run_name) if j.workflow == job.workflow)
+        self.running[job.workflow] = Running(fresh, spec, handle)
+
+    # while running -----------------------------------------------------------------------
+
+    def _pump(self, item: Running) -> bool:
+        data = item.handle.read_log(item.log.offset)
+        for stamp, text in item.log.feed(data):
+            self._say(item.job.workflow, text, stamp)
+        now = time.monotonic()
+        if now - item.last_sync >= LIVE_SYNC_INTERVAL:
+            item.last_sync = now
+            self._sync_live(item)
+        result = item.handle.poll()
+        if result is None:
+            return bool(data)
+        for stamp, text in item.log.feed(item.handle.read_log(item.log.offset) + b"\n"):
+            if text or stamp:
+                self._say(item.job.workflow, text, stamp)
+        self._finish(item, result, stopped=False)
+        return True
+
+    def _sync_live(self, item: Running) -> None:
+        mounts = [a.path for a in item.spec.artifacts if a.mount]
+        if not mounts or not item.job.job_dir:
+            return
+        entries = self.executor.collect(item.job.job_dir, mounts, self.cache)
+        manifest = Manifest(entries, "live", mounts)
+        raw = manifest.to_json()
+        if raw != item.live_json:
+            self.store.put_manifest(artifact_key(self.run_name, item.job.workflow), manifest)
+            item.live_json = raw
+            if item.job.manifest is None:
+                key = artifact_key(self.run_name, item.job.workflow)
+                self.state.update_job(self.run_name, item.job.workflow, manifest=key)
+
+    def _finish(self, item: Running, result: JobExit, stopped: bool) -> None:
+        status = finish_job(self.state, self.store, self.executor, item.job, result, stopped,
+                            self.cache)
+        del self.running[item.job.workflow]
+        if status == "failed":
+            self._say(item.job.workflow, f"dstack: {item.job.workflow} failed "
+                                         f"({result.reason or f'exit code {result.code}'})")
+
+    def _stop_all(self, abort: bool) -> None:
+        """Stop every running job (TERM, then KILL; a second Ctrl-C kills at once)."""
+        self.stopping = self.stopping or ("abort" if abort else "stop")
+        if self.running:
+            self._say(None, "dstack: stopping " + ", ".join(self.running)
+                      + ("" if abort else " (Ctrl-C again to kill at once)"))
+        for item in list(self.running.values()):
+            try:
+                item.handle.stop(abort=abort)
+            except KeyboardInterrupt:
+                item.handle.stop(abort=True)
+            self._finish(item, item.handle.poll() or JobExit(130, "stopped"), stopped=True)
+        for job in self.state.jobs(self.run_name):
+            fail_pending(self.state, job, "the run was stopped", status="stopped")
+
+    def _tag(self, tag: str) -> None:
+        from dstack.tags import tag_run
+
+        try:
+            tag_run(self.state, tag, self.run_name)
+            self._say(None, f"dstack: tagged the run as '{tag}'")
+        except Exception as e:
+            self._say(None, f"dstack: the run succeeded but could not be tagged: {e}")
+
+    def _say(self, workflow: str | None, text: str, stamp: str = "") -> None:
+        if self.out is None:
+            return
+        prefix = f"{workflow} | " if self.prefix_lines and workflow else ""
+        self.out.write(format_line(stamp, text, prefix, timestamps=False))
+        self.out.flush()
+
+
+def supervise(home: Home, run_name: str, out: TextIO | None = sys.stdout,
+              no_cache: bool = False) -> int:
+    """Run the supervisor for ``run_name`` on this machine; returns the run's exit code."""
+    from dstack.execution.local import LocalExecutor
+
+    state = State(home)
+    store = Store.open(home)
+    return Supervisor(home, state, store, LocalExecutor(home, store), run_name, out, no_cache).run()

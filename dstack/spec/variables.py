@@ -1,0 +1,129 @@
+"""`.dstack/variables.yaml` and `${{ name }}` substitution; an undefined name is an error, never ''."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dstack.errors import SpecError
+from dstack.spec.yamlio import LineDict, LineList, line_of, load_yaml
+
+_REF = re.compile(r"\$\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
+
+
+@dataclass(frozen=True)
+class Variables:
+    """Declared defaults: globals plus per-workflow maps."""
+
+    globals: dict[str, Any] = field(default_factory=dict)
+    per_workflow: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def for_workflow(self, name: str, overrides: dict[str, str]) -> dict[str, Any]:
+        values = {**self.globals, **self.per_workflow.get(name, {})}
+        values.update({k: v for k, v in overrides.items() if k in values})
+        return values
+
+    def declared(self, workflows: Iterable[str]) -> set[str]:
+        names = set(self.globals)
+        for wf in workflows:
+            names |= set(self.per_workflow.get(wf, {}))
+        return names
+
+
+def load_variables(dstack_dir: Path, workflow_names: set[str]) -> Variables:
+    path = dstack_dir / "variables.yaml"
+    if not path.exists():
+        return Variables()
+    display = f".dstack/{path.name}"
+    data = load_yaml(path, display)
+    if data is None:
+        return Variables()
+    if not isinstance(data, dict) or set(data) - {"variables"}:
+        raise SpecError(f"{display}:1: the file must hold one key, 'variables', with a mapping.",
+                        hint="variables:\n  lr: 0.01\n  train:\n    epochs: 10")
+    section = data.get("variables") or {}
+    if not isinstance(section, dict):
+        raise SpecError(f"{display}:{line_of(data, 'variables')}: 'variables' must be a mapping.")
+    globals_: dict[str, Any] = {}
+    per_workflow: dict[str, dict[str, Any]] = {}
+    for key, value in section.items():
+        if isinstance(value, dict):
+            if key not in workflow_names:
+                from dstack.spec.suggest import did_you_mean
+                raise SpecError(
+                    f"{display}:{line_of(section, key)}: variables for '{key}', "
+                    "but no workflow has that name.",
+                    hint=did_you_mean(str(key), workflow_names) or "a mapping holds one workflow's variables",
+                )
+            per_workflow[key] = dict(value)
+        else:
+            globals_[key] = value
+    return Variables(globals_, per_workflow)
+
+
+def split_run_args(tokens: list[str], declared: set[str]) -> tuple[dict[str, str], list[str]]:
+    """`--lr 0.1` for a declared variable becomes an override; everything else is run.args."""
+    overrides: dict[str, str] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token.startswith("--") and len(token) > 2:
+            name, eq, value = token[2:].partition("=")
+            key = next((k for k in (name, name.replace("-", "_"), name.replace("_", "-")) if k in declared), None)
+            if key is not None:
+                if eq:
+                    overrides[key] = value
+                elif i + 1 < len(tokens):
+                    overrides[key] = tokens[i + 1]
+                    i += 1
+                else:
+                    raise SpecError(f"--{name} needs a value.", hint=f"dstack run WORKFLOW --{name} VALUE")
+                i += 1
+                continue
+        rest.append(token)
+        i += 1
+    return overrides, rest
+
+
+def substitute(node: Any, values: dict[str, Any], run_args: list[str], where: str) -> Any:
+    """Replace `${{ name }}` in every string of a workflow, keeping LineDict/LineList positions."""
+    scope = {**values, "run.args": shlex.join(run_args)}
+
+    def resolve(text: str, line: int) -> Any:
+        def lookup(name: str) -> Any:
+            key = name[len("variables."):] if name.startswith("variables.") else name
+            if key not in scope:
+                from dstack.spec.suggest import did_you_mean
+                raise SpecError(
+                    f"{where}:{line}: variable '{name}' is not defined.",
+                    hint=did_you_mean(key, scope) or
+                    "declare it in .dstack/variables.yaml or pass it as --NAME VALUE",
+                )
+            return scope[key]
+
+        whole = _REF.fullmatch(text.strip())
+        if whole:
+            return lookup(whole.group(1))
+        return _REF.sub(lambda m: str(lookup(m.group(1))), text)
+
+    def walk(value: Any, line: int) -> Any:
+        if isinstance(value, str):
+            return resolve(value, line) if "${{" in value else value
+        if isinstance(value, LineDict):
+            out = LineDict()
+            out.file, out.line, out.key_lines = value.file, value.line, value.key_lines
+            for k, v in value.items():
+                out[k] = walk(v, line_of(value, k))
+            return out
+        if isinstance(value, LineList):
+            out_list = LineList(walk(v, line_of(value, i)) for i, v in enumerate(value))
+            out_list.file, out_list.line, out_list.item_lines = value.file, value.line, value.item_lines
+            return out_list
+        return value
+
+    return walk(node, line_of(node))

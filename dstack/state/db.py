@@ -1,0 +1,242 @@
+"""The SQLite state: one connection per process, WAL, short transactions, conditional updates."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from dstack.errors import HomeError, NotFoundError, RunStateError
+from dstack.home import Home
+from dstack.state.records import ACTIVE, JobRecord, RunRecord, TagRecord
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE runs (
+    name TEXT PRIMARY KEY, workflow TEXT NOT NULL, status TEXT NOT NULL,
+    created_at REAL NOT NULL, finished_at REAL, repo_dir TEXT NOT NULL,
+    args TEXT NOT NULL, variables TEXT NOT NULL, tag TEXT,
+    supervisor_pid INTEGER, supervisor_start INTEGER, stop_request TEXT,
+    exit_code INTEGER, detached INTEGER NOT NULL DEFAULT 0, snapshot TEXT NOT NULL
+);
+CREATE INDEX runs_created ON runs(created_at);
+CREATE INDEX runs_status ON runs(status);
+CREATE TABLE jobs (
+    run_name TEXT NOT NULL REFERENCES runs(name) ON DELETE CASCADE,
+    workflow TEXT NOT NULL, position INTEGER NOT NULL, status TEXT NOT NULL,
+    spec TEXT NOT NULL, upstream TEXT NOT NULL,
+    started_at REAL, finished_at REAL, exit_code INTEGER, pid INTEGER, pid_start INTEGER,
+    job_dir TEXT, cache_key TEXT, reused_from TEXT, manifest TEXT, error TEXT,
+    record TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (run_name, workflow)
+);
+CREATE INDEX jobs_cache ON jobs(cache_key, status);
+CREATE INDEX jobs_workflow ON jobs(workflow, status, finished_at);
+CREATE TABLE tags (
+    name TEXT PRIMARY KEY, run_name TEXT NOT NULL, created_at REAL NOT NULL,
+    manifests TEXT NOT NULL
+);
+"""
+
+_ADJECTIVES = ("amber", "brave", "calm", "clever", "eager", "fuzzy", "gentle", "happy", "jolly",
+               "keen", "lucky", "mellow", "nimble", "proud", "quiet", "rapid", "shiny", "sunny",
+               "swift", "tidy", "vivid", "witty", "young", "zesty")
+_NOUNS = ("badger", "beaver", "bison", "crane", "eagle", "falcon", "ferret", "gecko", "heron",
+          "ibis", "koala", "lemur", "lynx", "marten", "otter", "panda", "puffin", "quail",
+          "raven", "salmon", "tapir", "walrus", "wombat", "yak")
+
+
+def _new_run_name() -> str:
+    return f"{random.choice(_ADJECTIVES)}-{random.choice(_NOUNS)}-{random.randint(1, 9999)}"
+
+
+class State:
+    """All reads and writes of runs, jobs and tags."""
+
+    def __init__(self, home: Home) -> None:
+        try:
+            self.conn = sqlite3.connect(home.db_path, timeout=60, isolation_level=None,
+                                        check_same_thread=False)
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("PRAGMA busy_timeout = 60000")
+            if self.conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                self._create_schema()
+            self.conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.OperationalError as e:
+            raise HomeError(f"Cannot open the state database {home.db_path}: {e}.",
+                            hint="check that DSTACK_HOME is writable and not on a network share") from e
+
+    def _create_schema(self) -> None:
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        with self.transaction() as c:
+            if c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+                return
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    c.execute(statement)
+            c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE: take the write lock up front so concurrent writers queue, never deadlock."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # runs ---------------------------------------------------------------------------------
+
+    def create_run(self, workflow: str, repo_dir: str, args: list[str], variables: dict[str, Any],
+                   tag: str | None, snapshot: dict[str, Any],
+                   jobs: Sequence[tuple[str, dict[str, Any], list[str]]], detached: bool = False,
+                   name: str | None = None) -> str:
+        """Insert a run and its jobs (in topological order) atomically; returns the run name."""
+        for _ in range(100):
+            candidate = name or _new_run_name()
+            try:
+                with self.transaction() as c:
+                    c.execute(
+                        "INSERT INTO runs (name, workflow, status, created_at, repo_dir, args, "
+                        "variables, tag, detached, snapshot) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (candidate, workflow, "submitted", time.time(), repo_dir, json.dumps(args),
+                         json.dumps(variables), tag, int(detached), json.dumps(snapshot)))
+                    c.executemany(
+                        "INSERT INTO jobs (run_name, workflow, position, status, spec, upstream) "
+                        "VALUES (?,?,?,?,?,?)",
+                        [(candidate, wf, i, "submitted", json.dumps(spec), json.dumps(up))
+                         for i, (wf, spec, up) in enumerate(jobs)])
+                return candidate
+            except sqlite3.IntegrityError:
+                if name:
+                    raise RunStateError(f"A run named '{name}' already exists.") from None
+        raise RunStateError("Could not find a free run name.")
+
+    def run(self, name: str) -> RunRecord:
+        row = self.conn.execute("SELECT * FROM runs WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            from dstack.spec.suggest import did_you_mean
+
+            names = [r[0] for r in self.conn.execute(
+                "SELECT name FROM runs ORDER BY created_at DESC LIMIT 500")]
+            raise NotFoundError(f"No run named '{name}'.",
+                                hint=did_you_mean(name, names) or "see `dstack ps -a`")
+        return RunRecord.from_row(row)
+
+    def runs(self, include_finished: bool, recent: int = 10) -> list[RunRecord]:
+        """Active runs, plus the ``recent`` latest finished ones (all with include_finished)."""
+        if include_finished:
+            rows = self.conn.execute("SELECT * FROM runs ORDER BY created_at DESC").fetchall()
+        else:
+            rows = self.conn.execute(
+                "SELECT * FROM runs WHERE status IN (?, ?) UNION "
+                "SELECT * FROM (SELECT * FROM runs ORDER BY created_at DESC LIMIT ?) "
+                "ORDER BY created_at DESC", (*ACTIVE, recent)).fetchall()
+        return [RunRecord.from_row(r) for r in rows]
+
+    def active_runs(self) -> list[RunRecord]:
+        rows = self.conn.execute("SELECT * FROM runs WHERE status IN (?, ?)", ACTIVE).fetchall()
+        return [RunRecord.from_row(r) for r in rows]
+
+    def update_run(self, name: str, **fields: Any) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self.transaction() as c:
+            c.execute(f"UPDATE runs SET {sets} WHERE name = ?", (*fields.values(), name))
+
+    def finish_run(self, name: str, status: str, exit_code: int | None) -> bool:
+        """Mark a run final unless something else already did; True when this call did."""
+        with self.transaction() as c:
+            cur = c.execute(
+                "UPDATE runs SET status = ?, exit_code = ?, finished_at = ? "
+                "WHERE name = ? AND status IN (?, ?)",
+                (status, exit_code, time.time(), name, *ACTIVE))
+            return cur.rowcount == 1
+
+    def delete_run(self, name: str) -> None:
+        with self.transaction() as c:
+            c.execute("DELETE FROM jobs WHERE run_name = ?", (name,))
+            c.execute("DELETE FROM runs WHERE name = ?", (name,))
+
+    # jobs ---------------------------------------------------------------------------------
+
+    def jobs(self, run_name: str) -> list[JobRecord]:
+        rows = self.conn.execute(
+            "SELECT * FROM jobs WHERE run_name = ? ORDER BY position", (run_name,)).fetchall()
+        return [JobRecord.from_row(r) for r in rows]
+
+    def update_job(self, run_name: str, workflow: str, only_if_active: bool = False,
+                   **fields: Any) -> bool:
+        values = [json.dumps(v) if k == "record" else v for k, v in fields.items()]
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        where = "run_name = ? AND workflow = ?"
+        params: list[Any] = [*values, run_name, workflow]
+        if only_if_active:
+            where += " AND status IN (?, ?)"
+            params += ACTIVE
+        with self.transaction() as c:
+            return c.execute(f"UPDATE jobs SET {sets} WHERE {where}", params).rowcount == 1
+
+    def cached_job(self, cache_key: str) -> JobRecord | None:
+        row = self.conn.execute(
+            "SELECT * FROM jobs WHERE cache_key = ? AND status = 'done' AND manifest IS NOT NULL "
+            "ORDER BY finished_at DESC LIMIT 1", (cache_key,)).fetchone()
+        return JobRecord.from_row(row) if row else None
+
+    def last_successful_job(self, workflow: str) -> JobRecord | None:
+        row = self.conn.execute(
+            "SELECT * FROM jobs WHERE workflow = ? AND status = 'done' AND manifest IS NOT NULL "
+            "ORDER BY finished_at DESC LIMIT 1", (workflow,)).fetchone()
+        return JobRecord.from_row(row) if row else None
+
+    def manifests_used_outside(self, run_name: str) -> set[str]:
+        """Manifests of this run that jobs of other runs reuse (so removing the run keeps them)."""
+        rows = self.conn.execute(
+            "SELECT manifest FROM jobs WHERE run_name != ? AND manifest LIKE ?",
+            (run_name, f"manifests/{run_name}/%")).fetchall()
+        return {r[0] for r in rows}
+
+    # tags ---------------------------------------------------------------------------------
+
+    def add_tag(self, name: str, run_name: str, manifests: dict[str, str]) -> None:
+        try:
+            with self.transaction() as c:
+                c.execute("INSERT INTO tags (name, run_name, created_at, manifests) VALUES (?,?,?,?)",
+                          (name, run_name, time.time(), json.dumps(manifests)))
+        except sqlite3.IntegrityError:
+            raise RunStateError(f"Tag '{name}' already exists.",
+                                hint=f"delete it first: dstack tags delete {name}") from None
+
+    def tag(self, name: str) -> TagRecord:
+        row = self.conn.execute("SELECT * FROM tags WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            from dstack.spec.suggest import did_you_mean
+
+            names = [r[0] for r in self.conn.execute("SELECT name FROM tags")]
+            raise NotFoundError(
+                f"No tag named '{name}'.",
+                hint=did_you_mean(name, names) or
+                f"tag a finished run with `dstack tags add {name} -r RUN`, "
+                f"or run with `dstack run WORKFLOW -t {name}`")
+        return TagRecord(row["name"], row["run_name"], row["created_at"], json.loads(row["manifests"]))
+
+    def tags(self) -> list[TagRecord]:
+        rows = self.conn.execute("SELECT * FROM tags ORDER BY created_at DESC").fetchall()
+        return [TagRecord(r["name"], r["run_name"], r["created_at"], json.loads(r["manifests"]))
+                for r in rows]
+
+    def tags_of_run(self, run_name: str) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT name FROM tags WHERE run_name = ?", (run_name,))]
+
+    def delete_tag(self, name: str) -> None:
+        self.tag(name)
+        with self.transaction() as c:
+            c.execute("DELETE FROM tags WHERE name = ?", (name,))

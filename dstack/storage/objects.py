@@ -1,0 +1,105 @@
+"""The small object-store interface every backend (local folder, S3, GCS, Azure) implements."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+
+from dstack.errors import StoreError
+
+
+class ObjectStore(ABC):
+    """Bytes under string keys ('a/b/c'); writes are atomic: a reader sees all or nothing."""
+
+    @abstractmethod
+    def put_file(self, key: str, src: Path) -> None: ...
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def open_read(self, key: str) -> Iterator[bytes]:
+        """Yield the object's bytes in chunks; StoreError when it does not exist."""
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[str]: ...
+
+
+class LocalObjectStore(ObjectStore):
+    """A folder; atomic writes by temp file + rename in the same folder."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def _atomic_target(self, key: str) -> tuple[Path, int, str]:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        return path, fd, tmp
+
+    def put_file(self, key: str, src: Path) -> None:
+        path, fd, tmp = self._atomic_target(key)
+        try:
+            with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+                shutil.copyfileobj(inp, out, self.CHUNK)
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path, fd, tmp = self._atomic_target(key)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def open_read(self, key: str) -> Iterator[bytes]:
+        try:
+            handle = open(self._path(key), "rb")
+        except FileNotFoundError as e:
+            raise StoreError(f"Object '{key}' is missing from the store {self.root}.") from e
+        with handle:
+            while chunk := handle.read(self.CHUNK):
+                yield chunk
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as e:
+            raise StoreError(f"Object '{key}' is missing from the store {self.root}.") from e
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix)
+        if not base.is_dir():
+            return []
+        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*")
+                      if p.is_file() and not p.name.startswith(".tmp-"))
