@@ -71,7 +71,7 @@ def _start(name: str, detach: bool, no_cache: bool, jobs: list[str]) -> None:
     from dstack.runner.supervisor import supervise
 
     sys.stderr.write(f"Run {name}: {' -> '.join(jobs)}\n")
-    code = supervise(home, name, sys.stdout, no_cache)
+    code = supervise(home, name, sys.stdout, sys.stderr, no_cache)
     final = state.run(name)
     sys.stderr.write(f"Run {name} {final.status}" + (f" (exit code {code})" if code else "") + "\n")
     raise typer.Exit(code)

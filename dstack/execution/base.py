@@ -17,7 +17,7 @@ WRAPPER = """#!/usr/bin/env bash
 cd {job_dir}
 echo $$ > {pid}
 set -a; . ./env.sh; set +a
-cd {workdir}
+mkdir -p {workdir} && cd {workdir} || exit 1
 bash {job_dir}/job.sh < /dev/null 2>&1 | while IFS= read -r line || [ -n "$line" ]; do
   printf '%s %s\\n' "${{EPOCHREALTIME:-$(date +%s.%N)}}" "$line"
 done >> {job_dir}/{log}

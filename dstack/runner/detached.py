@@ -9,7 +9,7 @@ from dstack.runner.supervisor import supervise
 
 
 def main(argv: list[str]) -> int:
-    return supervise(open_home(), argv[0], out=None, no_cache="--no-cache" in argv[1:])
+    return supervise(open_home(), argv[0], out=None, notes=None, no_cache="--no-cache" in argv[1:])
 
 
 if __name__ == "__main__":

@@ -72,6 +72,11 @@ def check_plan(plan: Plan, repo: Path, disk_path: Path) -> None:
     wants_gpu = any(j.workflow.resources.gpu and j.workflow.resources.gpu.count for j in plan.jobs)
     host = local_resources(disk_path, with_gpus=wants_gpu)
     for job in plan.jobs:
+        wd = job.workflow.working_dir
+        if wd and not (repo / wd).is_dir():
+            raise SpecError(f"{job.file}: workflow '{job.workflow.name}', field 'working_dir': "
+                            f"folder '{wd}' does not exist in the repository.",
+                            hint="working_dir is relative to the folder that holds .dstack/")
         get_provider(job.workflow.provider, job.file).check(job.workflow, repo, job.file)
         short = missing_resources(job.workflow.resources, host)
         if short:

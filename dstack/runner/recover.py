@@ -10,11 +10,8 @@ from __future__ import annotations
 import time
 
 from dstack.execution import procs
-from dstack.execution.local import LocalExecutor
 from dstack.home import Home
-from dstack.runner.finish import fail_pending, finish_job, finish_run
 from dstack.state.db import State
-from dstack.storage.manifest import StatCache
 from dstack.storage.store import Store
 
 STARTUP_GRACE = 10.0
@@ -26,6 +23,10 @@ def recover(home: Home, state: State, store: Store | None = None) -> None:
             continue
         if procs.alive(run.supervisor_pid, run.supervisor_start):
             continue
+        from dstack.execution.local import LocalExecutor
+        from dstack.runner.finish import fail_pending, finish_job, finish_run
+        from dstack.storage.manifest import StatCache
+
         store = store or Store.open(home)
         executor = LocalExecutor(home, store)
         cache = StatCache()

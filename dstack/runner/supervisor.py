@@ -50,9 +50,9 @@ class Running:
 
 class Supervisor:
     def __init__(self, home: Home, state: State, store: Store, executor: Executor, run_name: str,
-                 out: TextIO | None, no_cache: bool = False) -> None:
+                 out: TextIO | None, notes: TextIO | None, no_cache: bool = False) -> None:
         self.home, self.state, self.store, self.executor = home, state, store, executor
-        self.run_name, self.out, self.no_cache = run_name, out, no_cache
+        self.run_name, self.out, self.notes, self.no_cache = run_name, out, notes, no_cache
         self.running: dict[str, Running] = {}
         self.cache = StatCache()
         self.stopping: str | None = None
@@ -133,7 +133,7 @@ class Supervisor:
             self._launch(run, job, spec, inputs, manifests, key)
         except Exception as e:  # a job that cannot start fails alone, with the reason recorded
             fail_pending(self.state, job, f"could not start: {e}")
-            self._say(job.workflow, f"dstack: {job.workflow} could not start: {e}")
+            self._note(f"{job.workflow} could not start: {e}")
 
     def _cache_key(self, run: RunRecord, job: JobRecord, manifests: dict[str, Manifest]) -> str:
         material = {"snapshot": run.snapshot["digest"], "spec": job.spec,
@@ -148,8 +148,8 @@ class Supervisor:
                               started_at=time.time(), finished_at=time.time(), cache_key=key,
                               reused_from=f"{earlier.run_name}/{earlier.workflow}",
                               manifest=earlier.manifest, record=earlier.record)
-        self._say(job.workflow, f"dstack: {job.workflow} is up to date, reusing run "
-                                f"{earlier.run_name} (--no-cache re-runs it)")
+        self._note(f"{job.workflow} is up to date, reusing run {earlier.run_name} "
+                   "(--no-cache re-runs it)")
         return True
 
     def _launch(self, run: RunRecord, job: JobRecord, spec: Workflow, inputs: list[Input],
@@ -189,7 +189,7 @@ class Supervisor:
     def _pump(self, item: Running) -> bool:
         data = item.handle.read_log(item.log.offset)
         for stamp, text in item.log.feed(data):
-            self._say(item.job.workflow, text, stamp)
+            self._say(item.job.workflow, text)
         now = time.monotonic()
         if now - item.last_sync >= LIVE_SYNC_INTERVAL:
             item.last_sync = now
@@ -199,7 +199,7 @@ class Supervisor:
             return bool(data)
         for stamp, text in item.log.feed(item.handle.read_log(item.log.offset) + b"\n"):
             if text or stamp:
-                self._say(item.job.workflow, text, stamp)
+                self._say(item.job.workflow, text)
         self._finish(item, result, stopped=False)
         return True
 
@@ -221,16 +221,15 @@ class Supervisor:
         status = finish_job(self.state, self.store, self.executor, item.job, result, stopped,
                             self.cache)
         del self.running[item.job.workflow]
-        if status == "failed":
-            self._say(item.job.workflow, f"dstack: {item.job.workflow} failed "
-                                         f"({result.reason or f'exit code {result.code}'})")
+        if status == "failed" and self.prefix_lines:
+            self._note(f"{item.job.workflow} failed ({result.reason or f'exit code {result.code}'})")
 
     def _stop_all(self, abort: bool) -> None:
         """Stop every running job (TERM, then KILL; a second Ctrl-C kills at once)."""
         self.stopping = self.stopping or ("abort" if abort else "stop")
         if self.running:
-            self._say(None, "dstack: stopping " + ", ".join(self.running)
-                      + ("" if abort else " (Ctrl-C again to kill at once)"))
+            self._note("stopping " + ", ".join(self.running)
+                       + ("" if abort else " (Ctrl-C again to kill at once)"))
         for item in list(self.running.values()):
             try:
                 item.handle.stop(abort=abort)
@@ -245,23 +244,29 @@ class Supervisor:
 
         try:
             tag_run(self.state, tag, self.run_name)
-            self._say(None, f"dstack: tagged the run as '{tag}'")
+            self._note(f"tagged the run as '{tag}'")
         except Exception as e:
-            self._say(None, f"dstack: the run succeeded but could not be tagged: {e}")
+            self._note(f"the run succeeded but could not be tagged: {e}")
 
-    def _say(self, workflow: str | None, text: str, stamp: str = "") -> None:
-        if self.out is None:
-            return
-        prefix = f"{workflow} | " if self.prefix_lines and workflow else ""
-        self.out.write(format_line(stamp, text, prefix, timestamps=False))
-        self.out.flush()
+    def _say(self, workflow: str, text: str) -> None:
+        """A line of job output, prefixed with its job's name when the run has several."""
+        if self.out is not None:
+            self.out.write(format_line("", text, f"{workflow} | " if self.prefix_lines else "", False))
+            self.out.flush()
+
+    def _note(self, text: str) -> None:
+        """dstack's own messages go to stderr, so stdout carries only the jobs' output."""
+        if self.notes is not None:
+            self.notes.write(f"dstack: {text}\n")
+            self.notes.flush()
 
 
 def supervise(home: Home, run_name: str, out: TextIO | None = sys.stdout,
-              no_cache: bool = False) -> int:
+              notes: TextIO | None = sys.stderr, no_cache: bool = False) -> int:
     """Run the supervisor for ``run_name`` on this machine; returns the run's exit code."""
     from dstack.execution.local import LocalExecutor
 
     state = State(home)
     store = Store.open(home)
-    return Supervisor(home, state, store, LocalExecutor(home, store), run_name, out, no_cache).run()
+    return Supervisor(home, state, store, LocalExecutor(home, store), run_name, out, notes,
+                      no_cache).run()

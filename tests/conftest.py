@@ -1,0 +1,84 @@
+"""Fixtures: a throw-away DSTACK_HOME, a project folder with .dstack/, and the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+
+class Project:
+    """A project folder whose `.dstack/` files a test writes, and a way to run `dstack` in it."""
+
+    def __init__(self, root: Path, home: Path) -> None:
+        self.root, self.home = root, home
+        (root / ".dstack").mkdir(parents=True, exist_ok=True)
+
+    def write(self, rel: str, text: str) -> Path:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"))
+        return path
+
+    def workflows(self, text: str) -> Path:
+        return self.write(".dstack/workflows.yaml", text)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**os.environ, "DSTACK_HOME": str(self.home), "COLUMNS": "80", **extra}
+
+    def dstack(self, *args: str, timeout: float = 120, check: bool | None = None,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([sys.executable, "-m", "dstack", *args], cwd=self.root,
+                              env=env or self.env(), capture_output=True, text=True,
+                              timeout=timeout, check=False)
+        if check is True:
+            assert done.returncode == 0, f"dstack {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+        return done
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "dstack", *args], cwd=self.root,
+                                env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+
+    def ps(self, all_runs: bool = True) -> list[dict]:  # type: ignore[type-arg]
+        import json
+
+        out = self.dstack("ps", "--json", *(["-a"] if all_runs else []), check=True).stdout
+        return json.loads(out)  # type: ignore[no-any-return]
+
+    def last_run(self) -> dict:  # type: ignore[type-arg]
+        return self.ps()[0]
+
+    def inspect(self, run: str) -> dict:  # type: ignore[type-arg]
+        import json
+
+        return json.loads(self.dstack("inspect", run, "--json", check=True).stdout)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
+    home = tmp_path / "home"
+    monkeypatch.setenv("DSTACK_HOME", str(home))
+    return Project(tmp_path / "repo", home)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10, interval: float = 0.05) -> object:
+    """Poll until ``predicate`` returns something truthy; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+@pytest.fixture
+def waiter() -> Iterator[Callable[..., object]]:
+    yield wait_for
