@@ -67,14 +67,14 @@ def seconds(value: float) -> str:
     return f"{value:.3f}"
 
 
-def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """Print a title and a left-aligned first column, right-aligned other columns."""
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]],
+                text_columns: int = 1) -> None:
+    """Print a title and a table: the first ``text_columns`` left-aligned, the rest right."""
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
 
     def line(cells: Sequence[str]) -> str:
-        first = str(cells[0]).ljust(widths[0])
-        rest = (str(c).rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
-        return "  ".join([first, *rest]).rstrip()
+        return "  ".join(c.ljust(w) if i < text_columns else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
     print(title)
     print(line(headers))

@@ -58,6 +58,7 @@ def clone_runs(db_path: Path, count: int) -> None:
 
 
 def time_ps(project: Path, env: dict[str, str]) -> dict[str, Timing]:
+    """Timings of each `dstack ps` variant, keyed by its command line."""
     return {" ".join(["dstack", *args]): time_command([DSTACK, *args], runs=RUNS, cwd=project,
                                                       env=env)
             for args in COMMANDS}

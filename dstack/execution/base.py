@@ -12,15 +12,21 @@ from dstack.storage.manifest import Entry, StatCache
 LOG, PID, RC = "log", "pid", "rc"
 
 # Runs the job in its own session; each output line gets the time it was written, and the exit
-# code lands in `rc` atomically. Only bash is needed on the host ($EPOCHREALTIME: bash >= 5).
+# code lands in `rc` atomically. On TERM the job decides how to end (its own traps) while the
+# wrapper and the log loop stay to record its last lines and exit code; KILL ends everything.
+# Only bash is needed on the host ($EPOCHREALTIME: bash >= 5, `date` otherwise).
 WRAPPER = """#!/usr/bin/env bash
+trap true TERM INT
 cd {job_dir}
 echo $$ > {pid}
 set -a; . ./env.sh; set +a
 mkdir -p {workdir} && cd {workdir} || exit 1
-bash {job_dir}/job.sh < /dev/null 2>&1 | while IFS= read -r line || [ -n "$line" ]; do
-  printf '%s %s\\n' "${{EPOCHREALTIME:-$(date +%s.%N)}}" "$line"
-done >> {job_dir}/{log}
+bash {job_dir}/job.sh < /dev/null 2>&1 | {{
+  trap '' TERM INT
+  while IFS= read -r line || [ -n "$line" ]; do
+    printf '%s %s\\n' "${{EPOCHREALTIME:-$(date +%s.%N)}}" "$line"
+  done >> {job_dir}/{log}
+}}
 rc=${{PIPESTATUS[0]}}
 echo "$rc" > {job_dir}/{rc}.tmp && mv {job_dir}/{rc}.tmp {job_dir}/{rc}
 exit "$rc"

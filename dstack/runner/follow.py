@@ -29,10 +29,10 @@ def follow(home: Home, state: State, run_name: str, out: TextIO, keep_following:
                 continue
             reader = readers.setdefault(job.workflow, LogReader())
             handle = executor.adopt(job.job_dir, job.pid or 0, job.pid_start)
-            data = handle.read_log(reader.offset)
-            if job.finished and data and not data.endswith(b"\n"):
-                data += b"\n"
-            for stamp, text in reader.feed(data):
+            lines = list(reader.feed(handle.read_log(reader.offset)))
+            if job.finished:
+                lines += reader.close()
+            for stamp, text in lines:
                 out.write(format_line(stamp, text, f"{job.workflow} | " if prefix_jobs else "",
                                       timestamps))
             out.flush()

@@ -14,11 +14,20 @@ class LogReader:
 
     def feed(self, data: bytes) -> Iterator[tuple[str, str]]:
         self.offset += len(data)
-        data = self._rest + data
-        *lines, self._rest = data.split(b"\n")
+        *lines, self._rest = (self._rest + data).split(b"\n")
         for raw in lines:
-            stamp, _, text = raw.decode("utf-8", "replace").partition(" ")
-            yield stamp, text
+            yield _parse(raw)
+
+    def close(self) -> Iterator[tuple[str, str]]:
+        """The last line when the log ended without a newline."""
+        if self._rest:
+            yield _parse(self._rest)
+            self._rest = b""
+
+
+def _parse(raw: bytes) -> tuple[str, str]:
+    stamp, _, text = raw.decode("utf-8", "replace").partition(" ")
+    return stamp, text
 
 
 def format_line(stamp: str, text: str, prefix: str, timestamps: bool) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,7 +78,9 @@ def check_plan(plan: Plan, repo: Path, disk_path: Path) -> None:
             raise SpecError(f"{job.file}: workflow '{job.workflow.name}', field 'working_dir': "
                             f"folder '{wd}' does not exist in the repository.",
                             hint="working_dir is relative to the folder that holds .dstack/")
-        get_provider(job.workflow.provider, job.file).check(job.workflow, repo, job.file)
+        provider = get_provider(job.workflow.provider, job.file)
+        provider.check(job.workflow, repo, job.file)
+        provider.check_host(job.workflow, lambda command: shutil.which(command) is not None)
         short = missing_resources(job.workflow.resources, host)
         if short:
             raise ResourceError(

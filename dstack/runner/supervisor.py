@@ -197,9 +197,6 @@ class Supervisor:
         result = item.handle.poll()
         if result is None:
             return bool(data)
-        for stamp, text in item.log.feed(item.handle.read_log(item.log.offset) + b"\n"):
-            if text or stamp:
-                self._say(item.job.workflow, text)
         self._finish(item, result, stopped=False)
         return True
 
@@ -218,6 +215,9 @@ class Supervisor:
                 self.state.update_job(self.run_name, item.job.workflow, manifest=key)
 
     def _finish(self, item: Running, result: JobExit, stopped: bool) -> None:
+        lines = [*item.log.feed(item.handle.read_log(item.log.offset)), *item.log.close()]
+        for _, text in lines:
+            self._say(item.job.workflow, text)
         status = finish_job(self.state, self.store, self.executor, item.job, result, stopped,
                             self.cache)
         del self.running[item.job.workflow]
