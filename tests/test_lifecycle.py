@@ -65,6 +65,21 @@ def test_ctrl_c_stops_the_job_and_its_process_group(project: Project) -> None:
     assert (status["name"], status["status"]) == (run, "stopped")
 
 
+def test_second_ctrl_c_kills_a_job_that_ignores_term(project: Project) -> None:
+    project.workflows(LONG.replace("trap 'echo got TERM; exit 143' TERM", "trap '' TERM"))
+    proc = project.popen("run", "long")
+    run = started(project)
+    pid = job_pid(run)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(1)
+    assert proc.poll() is None, "the first Ctrl-C waits for the job to end by itself"
+    began = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - began < 5 and "Ctrl-C again to kill at once" in err
+    assert wait_for(lambda: gone(pid)) and project.last_run()["status"] == "stopped"
+
+
 def test_sigterm_to_the_run_process_also_stops_cleanly(project: Project) -> None:
     project.workflows(LONG)
     proc = project.popen("run", "long")

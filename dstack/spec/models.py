@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+# dstack uses no pydantic plugins, and looking for them scans every installed package (~0.1 s
+# per command). Skip the scan while these models are built; restored at the end of the module.
+_PLUGINS_SETTING = os.environ.get("PYDANTIC_DISABLE_PLUGINS")
+os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
+
+from pydantic import (  # noqa: E402
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 _UNITS = {
     "": None, "b": 1,
@@ -220,3 +233,9 @@ ALIASES: dict[str, str] = {
     "depends_on": "depends-on",
 }
 RESOURCE_ALIASES: dict[str, str] = {"spot": "interruptible"}
+
+
+if _PLUGINS_SETTING is None:
+    del os.environ["PYDANTIC_DISABLE_PLUGINS"]
+else:
+    os.environ["PYDANTIC_DISABLE_PLUGINS"] = _PLUGINS_SETTING
