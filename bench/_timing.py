@@ -38,19 +38,27 @@ def env_with(**overrides: str) -> dict[str, str]:
     return {**os.environ, **overrides}
 
 
-def run_checked(cmd: Sequence[str | Path], cwd: Path | None = None,
-                env: dict[str, str] | None = None) -> str:
+def run_checked(
+    cmd: Sequence[str | Path], cwd: Path | None = None, env: dict[str, str] | None = None
+) -> str:
     """Run ``cmd`` once, capturing its output; raise CommandFailed on a non-zero exit."""
-    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True,
-                          text=True, check=False)
+    proc = subprocess.run(
+        [str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
-        raise CommandFailed(f"`{' '.join(map(str, cmd))}` exited {proc.returncode}:\n"
-                            f"{proc.stdout}{proc.stderr}")
+        raise CommandFailed(
+            f"`{' '.join(map(str, cmd))}` exited {proc.returncode}:\n{proc.stdout}{proc.stderr}"
+        )
     return proc.stdout
 
 
-def time_command(cmd: Sequence[str | Path], runs: int = 7, warmup: int = 1,
-                 cwd: Path | None = None, env: dict[str, str] | None = None) -> Timing:
+def time_command(
+    cmd: Sequence[str | Path],
+    runs: int = 7,
+    warmup: int = 1,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Timing:
     """Wall time of ``cmd`` over ``runs`` runs, after ``warmup`` untimed ones (output captured)."""
     for _ in range(warmup):
         run_checked(cmd, cwd, env)
@@ -67,14 +75,17 @@ def seconds(value: float) -> str:
     return f"{value:.3f}"
 
 
-def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]],
-                text_columns: int = 1) -> None:
+def print_table(
+    title: str, headers: Sequence[str], rows: Sequence[Sequence[str]], text_columns: int = 1
+) -> None:
     """Print a title and a table: the first ``text_columns`` left-aligned, the rest right."""
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i < text_columns else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+        return "  ".join(
+            c.ljust(w) if i < text_columns else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
 
     print(title)
     print(line(headers))

@@ -20,16 +20,22 @@ def main() -> None:
             ("git --version", ["git", "--version"]),
             ("dstack --help", [DSTACK, "--help"]),
         ]
-        timings = {label: time_command(cmd, runs=RUNS, cwd=Path(tmp), env=env)
-                   for label, cmd in commands}
+        timings = {
+            label: time_command(cmd, runs=RUNS, cwd=Path(tmp), env=env) for label, cmd in commands
+        }
     rows = [[label, seconds(t.median), seconds(t.min)] for label, t in timings.items()]
-    print_table(f"CLI start-up, wall seconds ({RUNS} runs after 1 warm-up)",
-                ["command", "median", "min"], rows)
+    print_table(
+        f"CLI start-up, wall seconds ({RUNS} runs after 1 warm-up)",
+        ["command", "median", "min"],
+        rows,
+    )
     help_time = timings["dstack --help"].median
     python_time = timings["python -c pass"].median
     verdict = "met" if help_time < TARGET else "missed"
-    print(f"dstack --help: {seconds(help_time)} s median, target < {TARGET} s: {verdict}; "
-          f"{seconds(help_time - python_time)} s above a bare interpreter")
+    print(
+        f"dstack --help: {seconds(help_time)} s median, target < {TARGET} s: {verdict}; "
+        f"{seconds(help_time - python_time)} s above a bare interpreter"
+    )
 
 
 if __name__ == "__main__":

@@ -29,39 +29,50 @@ def clone_runs(db_path: Path, count: int) -> None:
     """Add ``count`` copies of the single run (and its jobs), one a minute back from now."""
     conn = sqlite3.connect(db_path)
     run_cols, job_cols = columns(conn, "runs"), columns(conn, "jobs")
-    missing = (({"name", "created_at", "finished_at"} - set(run_cols))
-               | ({"run_name"} - set(job_cols)))
+    missing = ({"name", "created_at", "finished_at"} - set(run_cols)) | (
+        {"run_name"} - set(job_cols)
+    )
     if missing:
-        raise SystemExit(f"Unexpected schema, no column(s) {sorted(missing)}: "
-                         + "\n".join(r[0] for r in conn.execute("SELECT sql FROM sqlite_master")
-                                     if r[0]))
+        raise SystemExit(
+            f"Unexpected schema, no column(s) {sorted(missing)}: "
+            + "\n".join(r[0] for r in conn.execute("SELECT sql FROM sqlite_master") if r[0])
+        )
     (run,) = conn.execute(f"SELECT {', '.join(run_cols)} FROM runs").fetchall()
     template = dict(zip(run_cols, run, strict=True))
-    jobs = [dict(zip(job_cols, j, strict=True)) for j in
-            conn.execute(f"SELECT {', '.join(job_cols)} FROM jobs WHERE run_name = ?",
-                         (template["name"],))]
+    jobs = [
+        dict(zip(job_cols, j, strict=True))
+        for j in conn.execute(
+            f"SELECT {', '.join(job_cols)} FROM jobs WHERE run_name = ?", (template["name"],)
+        )
+    ]
     took = (template["finished_at"] or template["created_at"]) - template["created_at"]
     now = time.time()
     new_runs, new_jobs = [], []
     for i in range(count):
         name = f"bench-run-{i:05d}"
         created = now - 60 * (i + 1)
-        new_runs.append({**template, "name": name, "created_at": created,
-                         "finished_at": created + took})
+        new_runs.append(
+            {**template, "name": name, "created_at": created, "finished_at": created + took}
+        )
         new_jobs += [{**job, "run_name": name} for job in jobs]
     with conn:
-        conn.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * len(run_cols))})",
-                         [tuple(r[c] for c in run_cols) for r in new_runs])
-        conn.executemany(f"INSERT INTO jobs VALUES ({', '.join('?' * len(job_cols))})",
-                         [tuple(j[c] for c in job_cols) for j in new_jobs])
+        conn.executemany(
+            f"INSERT INTO runs VALUES ({', '.join('?' * len(run_cols))})",
+            [tuple(r[c] for c in run_cols) for r in new_runs],
+        )
+        conn.executemany(
+            f"INSERT INTO jobs VALUES ({', '.join('?' * len(job_cols))})",
+            [tuple(j[c] for c in job_cols) for j in new_jobs],
+        )
     conn.close()
 
 
 def time_ps(project: Path, env: dict[str, str]) -> dict[str, Timing]:
     """Timings of each `dstack ps` variant, keyed by its command line."""
-    return {" ".join(["dstack", *args]): time_command([DSTACK, *args], runs=RUNS, cwd=project,
-                                                      env=env)
-            for args in COMMANDS}
+    return {
+        " ".join(["dstack", *args]): time_command([DSTACK, *args], runs=RUNS, cwd=project, env=env)
+        for args in COMMANDS
+    }
 
 
 def main() -> None:
@@ -76,15 +87,22 @@ def main() -> None:
         clone_runs(home / "state.db", MANY - 1)
         fill = time.perf_counter() - start
         many = time_ps(project, env)
-    rows = [[label, seconds(one[label].median), seconds(many[label].median),
-             seconds(many[label].min)] for label in one]
-    print_table(f"dstack ps, wall seconds ({RUNS} runs after 1 warm-up; "
-                f"filled {MANY:,} runs in {fill:.2f} s)",
-                ["command", "1 run median", f"{MANY:,} median", f"{MANY:,} min"], rows)
+    rows = [
+        [label, seconds(one[label].median), seconds(many[label].median), seconds(many[label].min)]
+        for label in one
+    ]
+    print_table(
+        f"dstack ps, wall seconds ({RUNS} runs after 1 warm-up; "
+        f"filled {MANY:,} runs in {fill:.2f} s)",
+        ["command", "1 run median", f"{MANY:,} median", f"{MANY:,} min"],
+        rows,
+    )
     for label in ("dstack ps", "dstack ps --json"):
         verdict = "met" if many[label].median < TARGET else "missed"
-        print(f"{label} with {MANY:,} runs: {seconds(many[label].median)} s median, "
-              f"target < {TARGET} s: {verdict}")
+        print(
+            f"{label} with {MANY:,} runs: {seconds(many[label].median)} s median, "
+            f"target < {TARGET} s: {verdict}"
+        )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.com"]
 
 WORKFLOWS_YAML = "workflows:\n  - name: hello\n    commands:\n      - echo hello\n"
 DVC_YAML = "stages:\n  hello:\n    cmd: echo hello\n    always_changed: true\n"
-FLOW_PY = '''\
+FLOW_PY = """\
 import subprocess
 
 from metaflow import FlowSpec, step
@@ -50,7 +50,7 @@ class HelloFlow(FlowSpec):
 
 if __name__ == "__main__":
     HelloFlow()
-'''
+"""
 
 
 def git_repo(path: Path, files: dict[str, str]) -> Path:
@@ -94,11 +94,16 @@ def bench_metaflow(tmp: Path) -> Timing:
     project = tmp / "metaflow"
     project.mkdir()
     (project / "flow.py").write_text(FLOW_PY)
-    env = env_with(METAFLOW_HOME=str(tmp / "metaflow-home"), USERNAME="bench",
-                   METAFLOW_DEFAULT_DATASTORE="local", METAFLOW_DEFAULT_METADATA="local",
-                   METAFLOW_DATASTORE_SYSROOT_LOCAL=str(project))
-    return time_command([sys.executable, "flow.py", "--no-pylint", "run"], runs=RUNS,
-                        cwd=project, env=env)
+    env = env_with(
+        METAFLOW_HOME=str(tmp / "metaflow-home"),
+        USERNAME="bench",
+        METAFLOW_DEFAULT_DATASTORE="local",
+        METAFLOW_DEFAULT_METADATA="local",
+        METAFLOW_DATASTORE_SYSROOT_LOCAL=str(project),
+    )
+    return time_command(
+        [sys.executable, "flow.py", "--no-pylint", "run"], runs=RUNS, cwd=project, env=env
+    )
 
 
 BARE = "bash -c 'echo hello'"
@@ -133,29 +138,44 @@ def main() -> None:
     bare = results[BARE]
     if isinstance(bare, str):
         raise SystemExit(f"the bare command {bare}")
-    overheads = {label: r.median - bare.median for label, r in results.items()
-                 if isinstance(r, Timing)}
-    rows = [[tool, label, "-", "-", "-"] if isinstance(r := results[label], str) else
-            [tool, label, seconds(r.median), seconds(r.min), seconds(overheads[label])]
-            for tool, label, _, _ in BENCHES]
-    print_table(f"One-line workflow, wall seconds ({RUNS} runs after 1 warm-up each)",
-                ["tool", "command", "median", "min", "overhead"], rows, text_columns=2)
+    overheads = {
+        label: r.median - bare.median for label, r in results.items() if isinstance(r, Timing)
+    }
+    rows = [
+        [tool, label, "-", "-", "-"]
+        if isinstance(r := results[label], str)
+        else [tool, label, seconds(r.median), seconds(r.min), seconds(overheads[label])]
+        for tool, label, _, _ in BENCHES
+    ]
+    print_table(
+        f"One-line workflow, wall seconds ({RUNS} runs after 1 warm-up each)",
+        ["tool", "command", "median", "min", "overhead"],
+        rows,
+        text_columns=2,
+    )
     for tool, label, _, _ in BENCHES:
         if isinstance(result := results[label], str):
             print(f"{tool}: {result}")
-    print("overhead = median - bare median. Flags: dvc.yaml stage with always_changed: true,\n"
-          "so plain `dvc repro` re-runs it every time; metaflow with local datastore and\n"
-          "metadata, --no-pylint; dstack with default flags. dstack (first row) and dvc run\n"
-          "in a git repo with one commit.\n")
+    print(
+        "overhead = median - bare median. Flags: dvc.yaml stage with always_changed: true,\n"
+        "so plain `dvc repro` re-runs it every time; metaflow with local datastore and\n"
+        "metadata, --no-pylint; dstack with default flags. dstack (first row) and dvc run\n"
+        "in a git repo with one commit.\n"
+    )
     if DSTACK_RUN not in overheads:
         print("dstack overhead (git repo): not measured")
         return
     dstack = overheads[DSTACK_RUN]
-    others = {tool: overheads[label] for tool, label, module, _ in BENCHES
-              if module and label in overheads}
+    others = {
+        tool: overheads[label]
+        for tool, label, module, _ in BENCHES
+        if module and label in overheads
+    }
     met = dstack < TARGET and all(dstack < other for other in others.values())
-    print(f"dstack overhead (git repo): {seconds(dstack)} s; target < {TARGET} s and below "
-          f"{' and '.join(others) or 'the others (none measured)'}: {'met' if met else 'missed'}")
+    print(
+        f"dstack overhead (git repo): {seconds(dstack)} s; target < {TARGET} s and below "
+        f"{' and '.join(others) or 'the others (none measured)'}: {'met' if met else 'missed'}"
+    )
 
 
 if __name__ == "__main__":

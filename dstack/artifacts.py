@@ -24,8 +24,9 @@ def manifests_of(state: State, ref: str) -> dict[str, str]:
 def load_all(state: State, store: Store, ref: str) -> dict[str, Manifest]:
     found = {wf: store.get_manifest(key) for wf, key in manifests_of(state, ref).items()}
     if not found:
-        raise NotFoundError(f"{ref} has no artifacts.",
-                            hint="declare 'artifacts:' in the workflow to save files")
+        raise NotFoundError(
+            f"{ref} has no artifacts.", hint="declare 'artifacts:' in the workflow to save files"
+        )
     return found
 
 
@@ -41,8 +42,10 @@ def upload_tagged(state: State, store: Store, tag: str, base: Path, paths: list[
         if not resolved.exists():
             raise NotFoundError(f"'{path}' does not exist.")
         if not resolved.is_relative_to(base):
-            raise SpecError(f"'{path}' is outside {base}.",
-                            hint="tag files inside the project (paths are stored relative to it)")
+            raise SpecError(
+                f"'{path}' is outside {base}.",
+                hint="tag files inside the project (paths are stored relative to it)",
+            )
         rel_paths.append(resolved.relative_to(base).as_posix() or ".")
     spec = {"name": UPLOAD, "artifacts": [{"path": p} for p in rel_paths]}
     run = state.create_run(UPLOAD, str(base), [], {}, tag, {}, [(UPLOAD, spec, [])])
@@ -50,8 +53,9 @@ def upload_tagged(state: State, store: Store, tag: str, base: Path, paths: list[
     key = artifact_key(run, UPLOAD)
     store.put_manifest(key, Manifest(entries, "complete", rel_paths))
     now = time.time()
-    state.update_job(run, UPLOAD, status="done", exit_code=0, started_at=now, finished_at=now,
-                     manifest=key)
+    state.update_job(
+        run, UPLOAD, status="done", exit_code=0, started_at=now, finished_at=now, manifest=key
+    )
     state.finish_run(run, "done", 0)
     tag_run(state, tag, run)
     return run

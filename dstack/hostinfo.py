@@ -38,9 +38,13 @@ def parse_nvidia_smi(text: str) -> list[GPUInfo]:
 def local_gpus() -> list[GPUInfo]:
     if shutil.which("nvidia-smi") is None:
         return []
-    done = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total",
-                           "--format=csv,noheader,nounits"], capture_output=True, text=True,
-                          timeout=30, check=False)
+    done = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     return parse_nvidia_smi(done.stdout) if done.returncode == 0 else []
 
 
@@ -48,8 +52,9 @@ def local_resources(disk_path: Path, with_gpus: bool) -> HostResources:
     """This machine; GPUs are probed only when asked, since nvidia-smi can take a second."""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     cpus = len(os.sched_getaffinity(0))
-    return HostResources(cpus, memory, shutil.disk_usage(disk_path).free,
-                         local_gpus() if with_gpus else [])
+    return HostResources(
+        cpus, memory, shutil.disk_usage(disk_path).free, local_gpus() if with_gpus else []
+    )
 
 
 def missing_resources(want: Resources, host: HostResources) -> list[str]:
@@ -58,13 +63,18 @@ def missing_resources(want: Resources, host: HostResources) -> list[str]:
     if want.cpu and want.cpu > host.cpus:
         short.append(f"{want.cpu} CPUs requested, {host.cpus} available")
     if want.memory and want.memory > host.memory:
-        short.append(f"{format_size(want.memory)} memory requested, {format_size(host.memory)} available")
+        short.append(
+            f"{format_size(want.memory)} memory requested, {format_size(host.memory)} available"
+        )
     if want.disk and want.disk > host.disk_free:
         short.append(f"{format_size(want.disk)} disk requested, {format_size(host.disk_free)} free")
     if want.gpu and want.gpu.count:
-        fitting = [g for g in host.gpus
-                   if (not want.gpu.name or want.gpu.name.lower() in g.name.lower())
-                   and (not want.gpu.memory or g.memory >= want.gpu.memory)]
+        fitting = [
+            g
+            for g in host.gpus
+            if (not want.gpu.name or want.gpu.name.lower() in g.name.lower())
+            and (not want.gpu.memory or g.memory >= want.gpu.memory)
+        ]
         if len(fitting) < want.gpu.count:
             what = f"{want.gpu.count} GPU" + ("s" if want.gpu.count > 1 else "")
             if want.gpu.name:

@@ -32,19 +32,37 @@ class Project:
     def env(self, **extra: str) -> dict[str, str]:
         return {**os.environ, "DSTACK_HOME": str(self.home), "COLUMNS": "80", **extra}
 
-    def dstack(self, *args: str, timeout: float = 120, check: bool | None = None,
-               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([sys.executable, "-m", "dstack", *args], cwd=self.root,
-                              env=env or self.env(), capture_output=True, text=True,
-                              timeout=timeout, check=False)
+    def dstack(
+        self,
+        *args: str,
+        timeout: float = 120,
+        check: bool | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "dstack", *args],
+            cwd=self.root,
+            env=env or self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if check is True:
-            assert done.returncode == 0, f"dstack {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+            assert done.returncode == 0, (
+                f"dstack {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+            )
         return done
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "dstack", *args], cwd=self.root,
-                                env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "dstack", *args],
+            cwd=self.root,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def ps(self, all_runs: bool = True) -> list[dict]:  # type: ignore[type-arg]
         import json
@@ -68,7 +86,9 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     return Project(tmp_path / "repo", home)
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 10, interval: float = 0.05) -> object:
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 10, interval: float = 0.05
+) -> object:
     """Poll until ``predicate`` returns something truthy; fail the test on timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -37,14 +37,18 @@ def test_list_and_download_are_byte_identical(project: Project, tmp_path: Path) 
     job_out = project.home / "runs" / run / "produce" / "work" / "out"
     for rel in ("a.txt", "sub/b.txt", "big.bin"):
         assert (target / "out" / rel).read_bytes() == (job_out / rel).read_bytes()
-    assert (target / "out" / "link").is_symlink() and (target / "out" / "link").read_text() == "one\n"
+    assert (target / "out" / "link").is_symlink() and (
+        target / "out" / "link"
+    ).read_text() == "one\n"
 
 
 def test_corrupted_blob_is_detected_and_named(project: Project, tmp_path: Path) -> None:
     project.workflows(PRODUCE)
     project.dstack("run", "produce", check=True)
     run = project.last_run()["name"]
-    sha = next(f["sha256"] for f in listed(project, run)["produce"]["files"] if f["path"] == "out/a.txt")
+    sha = next(
+        f["sha256"] for f in listed(project, run)["produce"]["files"] if f["path"] == "out/a.txt"
+    )
     blob = project.home / "store" / "blobs" / sha[:2] / sha[2:]
     blob.chmod(0o644)
     blob.write_text("tampered\n")
@@ -74,7 +78,9 @@ def test_mount_artifact_is_listed_within_two_seconds_while_running(project: Proj
         return time.time() if "ckpt/written-at" in paths else None
 
     seen_at = wait_for(present, timeout=15, interval=0.1)
-    written = float((project.home / "runs" / run / "live" / "work" / "ckpt" / "written-at").read_text())
+    written = float(
+        (project.home / "runs" / run / "live" / "work" / "ckpt" / "written-at").read_text()
+    )
     assert isinstance(seen_at, float) and seen_at - written < 2.0
     assert listed(project, run)["live"]["state"] == "live"
     assert project.last_run()["status"] == "running"
@@ -84,8 +90,10 @@ def test_mount_artifact_is_listed_within_two_seconds_while_running(project: Proj
 
 
 def test_failed_job_keeps_what_it_saved_marked_partial(project: Project) -> None:
-    project.workflows("workflows:\n  - name: crash\n    commands: [echo half > out/half.txt, exit 1]\n"
-                      "    artifacts: [out]\n")
+    project.workflows(
+        "workflows:\n  - name: crash\n    commands: [echo half > out/half.txt, exit 1]\n"
+        "    artifacts: [out]\n"
+    )
     assert project.dstack("run", "crash").returncode == 1
     saved = listed(project, project.last_run()["name"])["crash"]
     assert saved["state"] == "partial" and [f["path"] for f in saved["files"]] == ["out/half.txt"]
@@ -104,7 +112,9 @@ def test_tags_add_list_delete_and_run_with_tag(project: Project, tmp_path: Path)
     again = project.dstack("tags", "add", "second", "-r", run)
     assert again.returncode == 1 and "Tag 'second' already exists" in again.stderr
     project.dstack("tags", "delete", "second", check=True)
-    assert [t["name"] for t in json.loads(project.dstack("tags", "list", "--json").stdout)] == ["first"]
+    assert [t["name"] for t in json.loads(project.dstack("tags", "list", "--json").stdout)] == [
+        "first"
+    ]
     missing = project.dstack("artifacts", "list", ":second")
     assert missing.returncode == 1 and "No tag named 'second'" in missing.stderr
 
@@ -120,7 +130,9 @@ def test_only_finished_runs_can_be_tagged(project: Project) -> None:
 
 def test_tag_local_files_and_use_them_as_deps(project: Project) -> None:
     project.write("dataset/train.csv", "x,y\n1,2\n")
-    project.workflows("workflows:\n  - name: use\n    deps: [{tag: raw}]\n    commands: [cat dataset/train.csv]\n")
+    project.workflows(
+        "workflows:\n  - name: use\n    deps: [{tag: raw}]\n    commands: [cat dataset/train.csv]\n"
+    )
     project.dstack("tags", "add", "raw", "-a", "dataset", check=True)
     (project.root / "dataset" / "train.csv").unlink()  # the job must get it from the store
     assert project.dstack("run", "use", check=True).stdout == "x,y\n1,2\n"
@@ -128,7 +140,9 @@ def test_tag_local_files_and_use_them_as_deps(project: Project) -> None:
     assert outside.returncode == 2 and "is outside" in outside.stderr
 
 
-def test_rm_refuses_tagged_run_and_force_keeps_tagged_artifacts(project: Project, tmp_path: Path) -> None:
+def test_rm_refuses_tagged_run_and_force_keeps_tagged_artifacts(
+    project: Project, tmp_path: Path
+) -> None:
     project.workflows(PRODUCE)
     project.dstack("run", "produce", "-t", "keep", check=True)
     run = project.last_run()["name"]

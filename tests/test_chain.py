@@ -65,8 +65,10 @@ def test_code_change_reruns_upstream(project: Project) -> None:
 def test_independent_jobs_run_in_parallel(project: Project) -> None:
     project.workflows("""
         workflows:
-          - {name: a, commands: ['date +%s.%N > /tmp/$DSTACK_RUN-a-start', sleep 1, 'date +%s.%N > /tmp/$DSTACK_RUN-a-end']}
-          - {name: b, commands: ['date +%s.%N > /tmp/$DSTACK_RUN-b-start', sleep 1, 'date +%s.%N > /tmp/$DSTACK_RUN-b-end']}
+          - name: a
+            commands: ['date +%s.%N > /tmp/$DSTACK_RUN-a-start', sleep 1, 'date +%s.%N > /tmp/$DSTACK_RUN-a-end']
+          - name: b
+            commands: ['date +%s.%N > /tmp/$DSTACK_RUN-b-start', sleep 1, 'date +%s.%N > /tmp/$DSTACK_RUN-b-end']
           - {name: c, depends-on: [a, b], commands: [echo both done]}
     """)
     done = project.dstack("run", "c", check=True)
@@ -74,7 +76,10 @@ def test_independent_jobs_run_in_parallel(project: Project) -> None:
     from pathlib import Path
 
     run = project.last_run()["name"]
-    t = {k: float(Path(f"/tmp/{run}-{k}").read_text()) for k in ("a-start", "a-end", "b-start", "b-end")}
+    t = {
+        k: float(Path(f"/tmp/{run}-{k}").read_text())
+        for k in ("a-start", "a-end", "b-start", "b-end")
+    }
     for key in t:
         Path(f"/tmp/{run}-{key}").unlink()
     assert t["a-start"] < t["b-end"] and t["b-start"] < t["a-end"], "a and b overlapped in time"
@@ -108,15 +113,20 @@ def test_deps_tag_and_depends_on_tag(project: Project) -> None:
     pipeline(project)
     project.dstack("run", "train", "-t", "v1", check=True)
     project.dstack("run", "train", "--size", "99", check=True)  # the latest run differs from v1
-    project.workflows(PIPELINE + """
+    project.workflows(
+        PIPELINE
+        + """
   - name: from-tag
     deps: [{tag: v1}]
     commands: [cat model/weights.txt data/input.txt]
   - name: from-upstream-tag
     depends-on: ["train:v1"]
     commands: [cat model/weights.txt]
-""")
+"""
+    )
     assert project.dstack("run", "from-tag", check=True).stdout == "model of 10\n10\n"
     done = project.dstack("run", "from-upstream-tag", check=True)
     assert done.stdout == "model of 10\n", "train was not re-run: its tagged artifacts were used"
-    assert [j["workflow"] for j in project.inspect(project.last_run()["name"])["jobs"]] == ["from-upstream-tag"]
+    assert [j["workflow"] for j in project.inspect(project.last_run()["name"])["jobs"]] == [
+        "from-upstream-tag"
+    ]

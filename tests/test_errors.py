@@ -4,11 +4,9 @@ nothing recorded (the state stays as it was)."""
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 import pytest
-
 from conftest import Project
 
 GOOD = """
@@ -66,7 +64,9 @@ def test_wrong_type_names_field_and_line(seeded: Project) -> None:
 
 
 def test_bad_memory_unit(seeded: Project) -> None:
-    seeded.workflows("workflows:\n  - name: a\n    commands: [x]\n    resources:\n      memory: 16XB\n")
+    seeded.workflows(
+        "workflows:\n  - name: a\n    commands: [x]\n    resources:\n      memory: 16XB\n"
+    )
     err = refused(seeded, "run", "a", code=2)
     assert ":5" in err and "resources.memory" in err and "16XB" in err and "16GB" in err
 
@@ -95,16 +95,20 @@ workflows:
 
 
 def test_missing_upstream_workflow(seeded: Project) -> None:
-    seeded.workflows("workflows:\n  - name: a\n    commands: [x]\n    depends-on: [prepar]\n  - {name: prepare, commands: [x]}\n")
+    seeded.workflows(
+        "workflows:\n  - name: a\n    commands: [x]\n    depends-on: [prepar]\n  - {name: prepare, commands: [x]}\n"
+    )
     err = refused(seeded, "run", "a", code=2)
     assert ":4" in err and "unknown workflow 'prepar'" in err and "did you mean 'prepare'" in err
 
 
 def test_missing_tag_and_missing_dep_say_how_to_produce_them(seeded: Project) -> None:
-    seeded.workflows("workflows:\n  - {name: a, commands: [x], deps: [{tag: gold}]}\n"
-                     "  - {name: b, commands: [x], deps: [{workflow: never}]}\n"
-                     "  - {name: never, commands: [x]}\n"
-                     "  - {name: c, commands: [x], depends-on: ['never:gold']}\n")
+    seeded.workflows(
+        "workflows:\n  - {name: a, commands: [x], deps: [{tag: gold}]}\n"
+        "  - {name: b, commands: [x], deps: [{workflow: never}]}\n"
+        "  - {name: never, commands: [x]}\n"
+        "  - {name: c, commands: [x], depends-on: ['never:gold']}\n"
+    )
     assert "dstack tags add gold -r RUN" in refused(seeded, "run", "a")
     assert "dstack run never" in refused(seeded, "run", "b")
     assert "No tag named 'gold'" in refused(seeded, "run", "c")
@@ -117,8 +121,10 @@ def test_undefined_variable(seeded: Project) -> None:
 
 
 def test_missing_script_and_requirements(seeded: Project) -> None:
-    seeded.workflows("workflows:\n  - {name: a, provider: python, script: nope.py}\n"
-                     "  - {name: b, provider: python, script: b.py, requirements: req.txt}\n")
+    seeded.workflows(
+        "workflows:\n  - {name: a, provider: python, script: nope.py}\n"
+        "  - {name: b, provider: python, script: b.py, requirements: req.txt}\n"
+    )
     seeded.write("b.py", "print(1)\n")
     assert "field 'script': file 'nope.py' does not exist" in refused(seeded, "run", "a")
     assert "field 'requirements': file 'req.txt' does not exist" in refused(seeded, "run", "b")
@@ -132,8 +138,10 @@ def test_artifact_path_must_stay_in_repo(seeded: Project, path: str) -> None:
 
 
 def test_resources_this_machine_lacks(seeded: Project) -> None:
-    seeded.workflows("workflows:\n  - name: big\n    commands: [x]\n"
-                     "    resources: {cpu: 4096, memory: 64TB, gpu: {count: 2, name: H100}}\n")
+    seeded.workflows(
+        "workflows:\n  - name: big\n    commands: [x]\n"
+        "    resources: {cpu: 4096, memory: 64TB, gpu: {count: 2, name: H100}}\n"
+    )
     err = refused(seeded, "run", "big")
     assert "4096 CPUs requested" in err and "64TB memory requested" in err
     assert "2 GPUs H100 requested" in err
@@ -169,7 +177,9 @@ def test_home_that_is_a_file(project: Project, tmp_path: Path) -> None:
     assert "Hint: set DSTACK_HOME" in done.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user (CI runs as root)")
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root to drop to another user (CI runs as root)"
+)
 def test_home_not_writable_by_the_user(tmp_path: Path) -> None:
     """A real permission check: the CLI runs as `nobody` against a root-owned 0755 home."""
     import shutil
@@ -186,10 +196,24 @@ def test_home_not_writable_by_the_user(tmp_path: Path) -> None:
         for path in (project.root, project.root / ".dstack"):
             path.chmod(0o755)
         done = subprocess.run(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-             sys.executable, "-m", "dstack", "run", "ok"],
-            cwd=project.root, env=project.env(HOME=str(base)),
-            capture_output=True, text=True, timeout=60, check=False)
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                sys.executable,
+                "-m",
+                "dstack",
+                "run",
+                "ok",
+            ],
+            cwd=project.root,
+            env=project.env(HOME=str(base)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert done.returncode == 1, done.stderr
         assert f"DSTACK_HOME {project.home} is not writable" in done.stderr
         assert "Traceback" not in done.stderr

@@ -19,8 +19,9 @@ def test_digits_pipeline(project: Project, tmp_path: Path) -> None:
     assert "train | trained SVC(C=10.0, gamma=0.001)" in trained.stdout
     evaluated = project.dstack("run", "evaluate", check=True, timeout=300)
     assert "prepare is up to date" in evaluated.stderr
-    project.dstack("artifacts", "download", project.last_run()["name"], "-o", str(tmp_path / "m"),
-                   check=True)
+    project.dstack(
+        "artifacts", "download", project.last_run()["name"], "-o", str(tmp_path / "m"), check=True
+    )
     metrics = json.loads((tmp_path / "m" / "metrics" / "metrics.json").read_text())
     assert metrics["accuracy"] > 0.9 and metrics["test_images"] == 450
     model = json.loads(project.dstack("artifacts", "list", ":digits-model", "--json").stdout)

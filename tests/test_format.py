@@ -13,7 +13,9 @@ from dstack.spec.models import parse_size
 from dstack.spec.schema import workflows_schema
 
 
-def load(root: Path, text: str, variables: str | None = None, extra: dict[str, str] | None = None) -> SpecProject:
+def load(
+    root: Path, text: str, variables: str | None = None, extra: dict[str, str] | None = None
+) -> SpecProject:
     import textwrap
 
     (root / ".dstack" / "workflows").mkdir(parents=True, exist_ok=True)
@@ -26,7 +28,9 @@ def load(root: Path, text: str, variables: str | None = None, extra: dict[str, s
 
 
 def test_all_keys_and_aliases(tmp_path: Path) -> None:
-    project = load(tmp_path, """
+    project = load(
+        tmp_path,
+        """
         workflows:
           - name: train
             help: Train the model
@@ -49,7 +53,8 @@ def test_all_keys_and_aliases(tmp_path: Path) -> None:
             commands: "echo one\\necho two"
           - name: data
             commands: [echo data]
-    """)
+    """,
+    )
     wf = project.workflow("train", {}, [])
     assert wf.setup == ["pip --version"]
     assert wf.script == "train.py" and wf.args == ["--epochs", "3", "--name", "a b"]
@@ -57,70 +62,107 @@ def test_all_keys_and_aliases(tmp_path: Path) -> None:
     assert wf.env == {"A": "1", "HOME": None, "B": "2"}
     assert wf.working_dir == "src"
     assert [(a.path, a.mount) for a in wf.artifacts] == [("out", False), ("ckpt", True)]
-    assert [(d.workflow, d.tag) for d in wf.deps] == [("prepare", None), (None, "base"), ("prepare", None)]
+    assert [(d.workflow, d.tag) for d in wf.deps] == [
+        ("prepare", None),
+        (None, "base"),
+        ("prepare", None),
+    ]
     assert wf.upstream() == [("prepare", None), ("data", "v1")]
     r = wf.resources
-    assert (r.cpu, r.memory, r.shm_size, r.disk) == (2, int(1.5 * 1024**3), 8 * 1024**3, 100 * 1024**3)
-    assert r.gpu is not None and (r.gpu.count, r.gpu.name, r.gpu.memory) == (2, "A100", 40 * 1024**3)
+    assert (r.cpu, r.memory, r.shm_size, r.disk) == (
+        2,
+        int(1.5 * 1024**3),
+        8 * 1024**3,
+        100 * 1024**3,
+    )
+    assert r.gpu is not None and (r.gpu.count, r.gpu.name, r.gpu.memory) == (
+        2,
+        "A100",
+        40 * 1024**3,
+    )
     assert r.interruptible and r.local and wf.ports == 2
     assert project.workflow("prepare", {}, []).commands == ["echo one\necho two"]
 
 
 def test_gpu_count_shorthand_and_python_script_alias(tmp_path: Path) -> None:
-    project = load(tmp_path, """
+    project = load(
+        tmp_path,
+        """
         workflows:
           - name: a
             provider: python
             python_script: a.py
             resources: {gpu: 1}
-    """)
+    """,
+    )
     wf = project.workflow("a", {}, [])
     assert wf.script == "a.py" and wf.resources.gpu is not None and wf.resources.gpu.count == 1
 
 
 def test_workflows_folder_is_merged(tmp_path: Path) -> None:
-    project = load(tmp_path, "workflows:\n  - name: a\n    commands: [echo a]\n",
-                   extra={"more.yaml": "workflows:\n  - name: b\n    commands: [echo b]\n"})
+    project = load(
+        tmp_path,
+        "workflows:\n  - name: a\n    commands: [echo a]\n",
+        extra={"more.yaml": "workflows:\n  - name: b\n    commands: [echo b]\n"},
+    )
     assert sorted(project.raw) == ["a", "b"]
 
 
 def test_variables_globals_per_workflow_overrides_and_run_args(tmp_path: Path) -> None:
-    project = load(tmp_path, """
+    project = load(
+        tmp_path,
+        """
         workflows:
           - name: train
             commands: ["python train.py --lr ${{ lr }} --seed ${{ variables.seed }} ${{ run.args }}"]
             resources: {cpu: "${{ cpus }}"}
-    """, variables="""
+    """,
+        variables="""
         variables:
           seed: 7
           cpus: 1
           train:
             lr: 0.01
-    """)
+    """,
+    )
     plan = make_plan(project, "train", ["--lr", "0.5", "--unknown", "x", "pos"])
     wf = plan.jobs[0].workflow
     assert wf.commands == ["python train.py --lr 0.5 --seed 7 --unknown x pos"]
     assert wf.resources.cpu == 1
     assert plan.overrides == {"lr": "0.5"} and plan.run_args == ["--unknown", "x", "pos"]
-    assert make_plan(project, "train", ["--lr=0.2"]).jobs[0].workflow.commands[0].startswith(
-        "python train.py --lr 0.2 ")
+    assert (
+        make_plan(project, "train", ["--lr=0.2"])
+        .jobs[0]
+        .workflow.commands[0]
+        .startswith("python train.py --lr 0.2 ")
+    )
 
 
 def test_plan_is_topological_and_skips_tagged_upstream(tmp_path: Path) -> None:
-    project = load(tmp_path, """
+    project = load(
+        tmp_path,
+        """
         workflows:
           - {name: evaluate, commands: [x], depends-on: [train, prepare]}
           - {name: train, commands: [x], depends-on: [prepare, data:v1]}
           - {name: prepare, commands: [x]}
           - {name: data, commands: [x]}
-    """)
+    """,
+    )
     plan = make_plan(project, "evaluate", [])
     assert [j.workflow.name for j in plan.jobs] == ["prepare", "train", "evaluate"]
     assert plan.jobs[1].upstream == ["prepare"]
 
 
-@pytest.mark.parametrize("text,size", [("16GB", 16 * 1024**3), ("512MB", 512 * 1024**2),
-                                       ("1.5 GiB", int(1.5 * 1024**3)), ("2TB", 2 * 1024**4)])
+@pytest.mark.parametrize(
+    "text,size",
+    [
+        ("16GB", 16 * 1024**3),
+        ("512MB", 512 * 1024**2),
+        ("1.5 GiB", int(1.5 * 1024**3)),
+        ("2TB", 2 * 1024**4),
+    ],
+)
 def test_sizes(text: str, size: int) -> None:
     assert parse_size(text) == size
 
@@ -132,7 +174,10 @@ def test_bad_sizes(bad: str) -> None:
 
 
 def test_unquoted_python_310_is_refused_with_hint(tmp_path: Path) -> None:
-    project = load(tmp_path, "workflows:\n  - name: a\n    provider: python\n    script: a.py\n    python: 3.10\n")
+    project = load(
+        tmp_path,
+        "workflows:\n  - name: a\n    provider: python\n    script: a.py\n    python: 3.10\n",
+    )
     with pytest.raises(SpecError, match="quote the version"):
         project.workflow("a", {}, [])
 
@@ -140,8 +185,19 @@ def test_unquoted_python_310_is_refused_with_hint(tmp_path: Path) -> None:
 def test_schema_describes_keys_and_aliases() -> None:
     schema = workflows_schema()
     props = schema["$defs"]["Workflow"]["properties"]
-    for key in ("name", "commands", "depends-on", "before_run", "file", "python_script",
-                "environment", "artifacts", "deps", "resources", "ports"):
+    for key in (
+        "name",
+        "commands",
+        "depends-on",
+        "before_run",
+        "file",
+        "python_script",
+        "environment",
+        "artifacts",
+        "deps",
+        "resources",
+        "ports",
+    ):
         assert key in props, key
     assert schema["$defs"]["Workflow"]["additionalProperties"] is False
     assert "spot" in schema["$defs"]["Resources"]["properties"]

@@ -43,11 +43,13 @@ def gone(pid: int) -> bool:
 
 def started(project: Project) -> str:
     """Name of the single running run, once its job printed 'started'."""
+
     def ready() -> str | None:
         runs = [r for r in project.ps() if r["status"] == "running"]
         if runs and "started" in project.dstack("logs", runs[0]["name"]).stdout:
             return str(runs[0]["name"])
         return None
+
     return str(wait_for(ready, timeout=20, interval=0.2))
 
 
@@ -92,7 +94,9 @@ def test_sigterm_to_the_run_process_also_stops_cleanly(project: Project) -> None
 
 
 def test_detach_then_logs_follow_and_attach_from_new_processes(project: Project) -> None:
-    project.workflows("workflows:\n  - name: bg\n    commands: [echo one, sleep 1, echo two, exit 5]\n")
+    project.workflows(
+        "workflows:\n  - name: bg\n    commands: [echo one, sleep 1, echo two, exit 5]\n"
+    )
     done = project.dstack("run", "bg", "-d", check=True)
     assert done.stdout == "" and "started in the background" in done.stderr
     run = project.last_run()["name"]
@@ -156,7 +160,9 @@ def test_killed_supervisor_and_job_is_failed_not_stuck(project: Project) -> None
 
 
 def test_eight_concurrent_runs_are_all_recorded(project: Project) -> None:
-    project.workflows("workflows:\n  - name: quick\n    commands: [echo $DSTACK_RUN]\n    artifacts: [out]\n")
+    project.workflows(
+        "workflows:\n  - name: quick\n    commands: [echo $DSTACK_RUN]\n    artifacts: [out]\n"
+    )
     procs = [project.popen("run", "quick") for _ in range(8)]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 8, [o[1] for o in outputs]
@@ -170,8 +176,10 @@ def test_eight_concurrent_runs_are_all_recorded(project: Project) -> None:
 
 
 def test_rerun_uses_the_recorded_snapshot(project: Project) -> None:
-    project.workflows("workflows:\n  - name: show\n    commands:\n      - cat version.txt\n"
-                      "      - echo ${{ run.args }}\n")
+    project.workflows(
+        "workflows:\n  - name: show\n    commands:\n      - cat version.txt\n"
+        "      - echo ${{ run.args }}\n"
+    )
     project.write("version.txt", "v1\n")
     project.dstack("run", "show", "arg1", check=True)
     first = project.last_run()["name"]
@@ -197,11 +205,19 @@ def test_inspect_records_what_reproduces_the_run(project: Project) -> None:
 
 
 def test_help_and_ps_do_not_import_heavy_modules(project: Project) -> None:
-    code = ("import sys, runpy\nsys.argv = ['dstack'] + sys.argv[1:]\n"
-            "try:\n    runpy.run_module('dstack', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('pulumi', 'boto3', 'fabric', 'paramiko', 'pydantic', 'yaml') if m in sys.modules]\n"
-            "print('HEAVY', heavy, file=sys.stderr)\n")
+    code = (
+        "import sys, runpy\nsys.argv = ['dstack'] + sys.argv[1:]\n"
+        "try:\n    runpy.run_module('dstack', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('pulumi', 'boto3', 'fabric', 'paramiko', 'pydantic', 'yaml') if m in sys.modules]\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
     for args in (["--help"], ["ps"]):
-        done = subprocess.run([sys.executable, "-c", code, *args], cwd=project.root, env=project.env(),
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-c", code, *args],
+            cwd=project.root,
+            env=project.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert "HEAVY []" in done.stderr, (args, done.stderr)

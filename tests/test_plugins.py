@@ -15,18 +15,23 @@ def install_plugin(site: Path) -> None:
         "class ShoutProvider(Provider):\n"
         "    name = 'shout'\n"
         "    def script(self, wf, host):\n"
-        "        return 'set -e\\n' + '\\n'.join(f'echo {c.upper()!r}' for c in wf.commands)\n")
+        "        return 'set -e\\n' + '\\n'.join(f'echo {c.upper()!r}' for c in wf.commands)\n"
+    )
     info = site / "shout_provider-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: shout-provider\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[dstack.providers]\nshout = shout_provider:ShoutProvider\n")
+    (info / "entry_points.txt").write_text(
+        "[dstack.providers]\nshout = shout_provider:ShoutProvider\n"
+    )
 
 
 def test_plugin_provider_is_found_and_runs(project: Project, tmp_path: Path) -> None:
     site = tmp_path / "site"
     site.mkdir()
     install_plugin(site)
-    project.workflows("workflows:\n  - name: loud\n    provider: shout\n    commands: [hello, world]\n")
+    project.workflows(
+        "workflows:\n  - name: loud\n    provider: shout\n    commands: [hello, world]\n"
+    )
     env = project.env(PYTHONPATH=f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     done = project.dstack("run", "loud", env=env)
     assert done.returncode == 0, done.stderr

@@ -11,8 +11,10 @@ from conftest import Project
 
 
 def test_output_streams_and_exit_code_propagates(project: Project) -> None:
-    project.workflows("workflows:\n  - name: fail\n    commands:\n      - echo before\n"
-                      "      - exit 3\n      - echo never\n")
+    project.workflows(
+        "workflows:\n  - name: fail\n    commands:\n      - echo before\n"
+        "      - exit 3\n      - echo never\n"
+    )
     done = project.dstack("run", "fail")
     assert done.returncode == 3
     assert done.stdout == "before\n"
@@ -27,11 +29,15 @@ def test_success_is_done_and_logs_are_kept_with_timestamps(project: Project) -> 
     assert (run["status"], run["exit_code"]) == ("done", 0)
     assert project.dstack("logs", run["name"], check=True).stdout == "hello\nworld\n"
     stamped = project.dstack("logs", run["name"], "--timestamps", check=True).stdout.splitlines()
-    assert all(re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} (hello|world)$", line) for line in stamped)
+    assert all(
+        re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} (hello|world)$", line) for line in stamped
+    )
 
 
 def test_working_copy_holds_tracked_and_untracked_but_not_ignored_files(project: Project) -> None:
-    project.workflows("workflows:\n  - name: ls\n    commands: [ls -a1 | sort, echo changed > tracked.txt]\n")
+    project.workflows(
+        "workflows:\n  - name: ls\n    commands: [ls -a1 | sort, echo changed > tracked.txt]\n"
+    )
     project.write("tracked.txt", "t\n")
     project.write("untracked.txt", "u\n")
     project.write("ignored.log", "i\n")
@@ -45,7 +51,9 @@ def test_working_copy_holds_tracked_and_untracked_but_not_ignored_files(project:
     assert "ignored.log" not in listing and ".git" not in listing
     assert (project.root / "tracked.txt").read_text() == "t\n", "the job must not touch the repo"
     code = project.inspect(project.last_run()["name"])["code"]
-    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     assert code["commit"] == head and code["dirty_hash"]  # untracked.txt makes it dirty
 
 
@@ -75,7 +83,9 @@ def test_env_working_dir_and_ports(project: Project) -> None:
 
 
 def test_setup_runs_before_commands(project: Project) -> None:
-    project.workflows("workflows:\n  - name: s\n    setup: [echo setup]\n    commands: [echo main]\n")
+    project.workflows(
+        "workflows:\n  - name: s\n    setup: [echo setup]\n    commands: [echo main]\n"
+    )
     assert project.dstack("run", "s", check=True).stdout == "setup\nmain\n"
 
 
@@ -97,9 +107,13 @@ def _tiny_wheel(folder: Path) -> Path:
     wheel = folder / "tinydep-1.0-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr("tinydep.py", "VALUE = 42\n")
-        zf.writestr("tinydep-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: tinydep\nVersion: 1.0\n")
-        zf.writestr("tinydep-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\n"
-                                                   "Root-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(
+            "tinydep-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: tinydep\nVersion: 1.0\n"
+        )
+        zf.writestr(
+            "tinydep-1.0.dist-info/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
         zf.writestr("tinydep-1.0.dist-info/RECORD", "")
     return wheel
 
@@ -114,7 +128,10 @@ def test_python_requirements_build_a_cached_venv(project: Project) -> None:
     """)
     wheel = _tiny_wheel(project.root)
     project.write("requirements.txt", f"{wheel.name}\n")
-    project.write("use.py", "import sys, tinydep\nprint('value', tinydep.VALUE, sys.prefix != sys.base_prefix)\n")
+    project.write(
+        "use.py",
+        "import sys, tinydep\nprint('value', tinydep.VALUE, sys.prefix != sys.base_prefix)\n",
+    )
     first = project.dstack("run", "dep", check=True, timeout=300)
     assert "building the Python environment" in first.stdout
     assert first.stdout.endswith("value 42 True\n")
@@ -131,8 +148,12 @@ def test_python_version_is_used(project: Project) -> None:
     import sys
 
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    project.workflows(f"workflows:\n  - {{name: v, provider: python, script: v.py, python: '{version}'}}\n")
+    project.workflows(
+        f"workflows:\n  - {{name: v, provider: python, script: v.py, python: '{version}'}}\n"
+    )
     project.write("v.py", "import sys\nprint(sys.version_info[:2])\n")
-    done = project.dstack("run", "v", env=project.env(PATH=f"{Path(sys.executable).parent}:/usr/bin:/bin"))
+    done = project.dstack(
+        "run", "v", env=project.env(PATH=f"{Path(sys.executable).parent}:/usr/bin:/bin")
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip() == str(sys.version_info[:2])

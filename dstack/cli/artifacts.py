@@ -9,8 +9,10 @@ import typer
 
 from dstack.cli.common import open_state, print_json, table
 
-app = typer.Typer(help="List and download the artifacts of a run (RUN) or a tagged run (:TAG).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="List and download the artifacts of a run (RUN) or a tagged run (:TAG).",
+    no_args_is_help=True,
+)
 REF = typer.Argument(..., metavar="RUN|:TAG", help="A run name, or :TAG for the tagged run")
 
 
@@ -26,21 +28,31 @@ def list_(ref: str = REF, as_json: bool = typer.Option(False, "--json", help="Pr
     recover(home, state, store)
     manifests = load_all(state, store, ref)
     if as_json:
-        print_json({wf: {"state": m.state, "paths": m.paths,
-                         "files": [e.__dict__ for e in m.entries]} for wf, m in manifests.items()})
+        print_json(
+            {
+                wf: {"state": m.state, "paths": m.paths, "files": [e.__dict__ for e in m.entries]}
+                for wf, m in manifests.items()
+            }
+        )
         return
     rows = []
     for wf, manifest in manifests.items():
         note = "" if manifest.state == "complete" else f" ({manifest.state})"
         for entry in manifest.entries:
-            rows.append([wf + note, entry.path, format_size(entry.size) if not entry.link
-                         else f"-> {entry.link}"])
+            rows.append(
+                [
+                    wf + note,
+                    entry.path,
+                    format_size(entry.size) if not entry.link else f"-> {entry.link}",
+                ]
+            )
     table(["JOB", "FILE", "SIZE"], rows)
 
 
 @app.command(help="Download the files into a folder (default: ./RUN or ./TAG).")
-def download(ref: str = REF,
-             output: Path | None = typer.Option(None, "-o", "--output", help="Target folder")) -> None:
+def download(
+    ref: str = REF, output: Path | None = typer.Option(None, "-o", "--output", help="Target folder")
+) -> None:
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     from dstack.artifacts import load_all
@@ -56,7 +68,6 @@ def download(ref: str = REF,
     with Progress(*columns, transient=True, disable=total < 8 * 1024**2) as progress:
         task = progress.add_task("downloading", total=total)
         for manifest in manifests.values():
-            materialize(manifest.entries, target, store.blobs,
-                        lambda n: progress.advance(task, n))
+            materialize(manifest.entries, target, store.blobs, lambda n: progress.advance(task, n))
     files = sum(len(m.entries) for m in manifests.values())
     sys.stderr.write(f"Downloaded {files} files of {ref} to {target}\n")

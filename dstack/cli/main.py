@@ -12,7 +12,7 @@ from dstack.cli import artifacts, runs, tags, views
 app = typer.Typer(
     name="dstack",
     help="Workflow-as-code for AI researchers: run workflows from .dstack/ here, reproducibly, "
-         "with versioned artifacts.",
+    "with versioned artifacts.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

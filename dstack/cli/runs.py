@@ -15,8 +15,9 @@ Logs stream live and the command exits with the job's exit code; Ctrl-C stops th
 
 
 def register(app: typer.Typer) -> None:
-    app.command(help=_RUN_HELP, context_settings={"allow_extra_args": True,
-                                                  "ignore_unknown_options": True})(run)
+    app.command(
+        help=_RUN_HELP, context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+    )(run)
     app.command(help="Run a finished run's recorded code snapshot and workflow spec again.")(rerun)
 
 
@@ -27,11 +28,10 @@ def run(
     tag: str | None = typer.Option(None, "-t", "--tag", help="Tag the run when it succeeds"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Re-run up-to-date upstream jobs"),
 ) -> None:
+    from dstack.cli.common import open_state
     from dstack.runner.launch import prepare, record
     from dstack.spec.loader import find_repo_root
     from dstack.storage.store import Store
-
-    from dstack.cli.common import open_state
 
     home, state = open_state()
     store = Store.open(home)
@@ -51,8 +51,9 @@ def rerun(
     home, state = open_state()
     old = state.run(run_name)
     jobs = [(j.workflow, j.spec, j.upstream) for j in state.jobs(run_name)]
-    name = state.create_run(old.workflow, old.repo_dir, old.args, old.variables, None,
-                            old.snapshot, jobs, detach)
+    name = state.create_run(
+        old.workflow, old.repo_dir, old.args, old.variables, None, old.snapshot, jobs, detach
+    )
     sys.stderr.write(f"Re-running {run_name} (snapshot {old.snapshot['digest'][:12]}) as {name}\n")
     _start(name, detach, no_cache, [j[0] for j in jobs])
 
@@ -65,8 +66,10 @@ def _start(name: str, detach: bool, no_cache: bool, jobs: list[str]) -> None:
         from dstack.runner.launch import start_detached
 
         start_detached(home, state, name, no_cache)
-        sys.stderr.write(f"Run {name} started in the background.\n"
-                         f"Follow it: dstack attach {name}   Stop it: dstack stop {name}\n")
+        sys.stderr.write(
+            f"Run {name} started in the background.\n"
+            f"Follow it: dstack attach {name}   Stop it: dstack stop {name}\n"
+        )
         return
     from dstack.runner.supervisor import supervise
 

@@ -9,8 +9,10 @@ import typer
 
 from dstack.cli.common import age, open_state, print_json, table
 
-app = typer.Typer(help="Name runs (or local files) so workflows and teammates can reuse them.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Name runs (or local files) so workflows and teammates can reuse them.",
+    no_args_is_help=True,
+)
 
 
 @app.command("list", help="List tags.")
@@ -18,27 +20,43 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON")) -> N
     _, state = open_state()
     tags = state.tags()
     if as_json:
-        print_json([{"name": t.name, "run": t.run_name, "created_at": t.created_at,
-                     "artifacts": t.manifests} for t in tags])
+        print_json(
+            [
+                {
+                    "name": t.name,
+                    "run": t.run_name,
+                    "created_at": t.created_at,
+                    "artifacts": t.manifests,
+                }
+                for t in tags
+            ]
+        )
         return
     if not tags:
         sys.stderr.write("No tags yet. Tag a run: dstack tags add TAG -r RUN\n")
         return
-    table(["TAG", "RUN", "JOBS", "CREATED"],
-          [[t.name, t.run_name, ", ".join(sorted(t.manifests)), age(t.created_at)] for t in tags])
+    table(
+        ["TAG", "RUN", "JOBS", "CREATED"],
+        [[t.name, t.run_name, ", ".join(sorted(t.manifests)), age(t.created_at)] for t in tags],
+    )
 
 
 @app.command(help="Tag a finished run (-r RUN), or local files as a new artifact set (-a PATH...).")
-def add(tag: str = typer.Argument(..., metavar="TAG"),
-        run_name: str | None = typer.Option(None, "-r", "--run", help="A finished run"),
-        paths: list[Path] | None = typer.Option(None, "-a", "--artifact",
-                                                help="A local file or folder (repeatable)")) -> None:
+def add(
+    tag: str = typer.Argument(..., metavar="TAG"),
+    run_name: str | None = typer.Option(None, "-r", "--run", help="A finished run"),
+    paths: list[Path] | None = typer.Option(
+        None, "-a", "--artifact", help="A local file or folder (repeatable)"
+    ),
+) -> None:
     from dstack.errors import SpecError
 
     home, state = open_state()
     if bool(run_name) == bool(paths):
-        raise SpecError("Give either -r RUN or -a PATH (one or more), not both or neither.",
-                        hint="dstack tags add best -r brave-otter-12")
+        raise SpecError(
+            "Give either -r RUN or -a PATH (one or more), not both or neither.",
+            hint="dstack tags add best -r brave-otter-12",
+        )
     if run_name:
         from dstack.tags import tag_run
 

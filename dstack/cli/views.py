@@ -19,35 +19,63 @@ def register(app: typer.Typer) -> None:
     app.command(help="Follow a running run's logs; Ctrl-C detaches, the run goes on.")(attach)
     app.command(help="Stop a run: TERM its jobs, KILL after 10 s (-x: KILL at once).")(stop)
     app.command(help="Delete a finished run, its logs and untagged artifacts.")(rm)
-    app.command(help="Show a run's reproducibility record: code, spec, variables, inputs, host.")(inspect)
+    app.command(help="Show a run's reproducibility record: code, spec, variables, inputs, host.")(
+        inspect
+    )
     app.command(help="List the workflows in .dstack/.")(workflows)
     app.command(help="Print the JSON Schema of .dstack/workflows.yaml.")(schema)
 
 
-def ps(all_runs: bool = typer.Option(False, "-a", "--all", help="Include all finished runs"),
-       as_json: bool = JSON) -> None:
+def ps(
+    all_runs: bool = typer.Option(False, "-a", "--all", help="Include all finished runs"),
+    as_json: bool = JSON,
+) -> None:
     from dstack.runner.recover import recover
 
     home, state = open_state()
     recover(home, state)
     runs = state.runs(include_finished=all_runs)
     if as_json:
-        print_json([{"name": r.name, "workflow": r.workflow, "status": r.status,
-                     "created_at": r.created_at, "finished_at": r.finished_at,
-                     "exit_code": r.exit_code, "tag": r.tag} for r in runs])
+        print_json(
+            [
+                {
+                    "name": r.name,
+                    "workflow": r.workflow,
+                    "status": r.status,
+                    "created_at": r.created_at,
+                    "finished_at": r.finished_at,
+                    "exit_code": r.exit_code,
+                    "tag": r.tag,
+                }
+                for r in runs
+            ]
+        )
         return
     if not runs:
         sys.stderr.write("No runs yet. Start one with `dstack run WORKFLOW`.\n")
         return
-    table(["RUN", "WORKFLOW", "STATUS", "SUBMITTED", "DURATION", "TAG"],
-          [[r.name, r.workflow, r.status + (f" ({r.exit_code})" if r.exit_code else ""),
-            age(r.created_at), duration(r.created_at, r.finished_at), r.tag or ""] for r in runs])
+    table(
+        ["RUN", "WORKFLOW", "STATUS", "SUBMITTED", "DURATION", "TAG"],
+        [
+            [
+                r.name,
+                r.workflow,
+                r.status + (f" ({r.exit_code})" if r.exit_code else ""),
+                age(r.created_at),
+                duration(r.created_at, r.finished_at),
+                r.tag or "",
+            ]
+            for r in runs
+        ],
+    )
 
 
-def logs(run_name: str = typer.Argument(..., metavar="RUN"),
-         follow_: bool = typer.Option(False, "-f", "--follow", help="Keep following until the run ends"),
-         timestamps: bool = typer.Option(False, "--timestamps", help="Show when each line was written"),
-         workflow: str | None = typer.Option(None, "-w", "--workflow", help="Only this job's log")) -> None:
+def logs(
+    run_name: str = typer.Argument(..., metavar="RUN"),
+    follow_: bool = typer.Option(False, "-f", "--follow", help="Keep following until the run ends"),
+    timestamps: bool = typer.Option(False, "--timestamps", help="Show when each line was written"),
+    workflow: str | None = typer.Option(None, "-w", "--workflow", help="Only this job's log"),
+) -> None:
     from dstack.runner.follow import follow
 
     home, state = open_state()
@@ -73,8 +101,10 @@ def attach(run_name: str = typer.Argument(..., metavar="RUN")) -> None:
     raise typer.Exit(code or 0)
 
 
-def stop(run_name: str = typer.Argument(..., metavar="RUN"),
-         abort: bool = typer.Option(False, "-x", "--abort", help="Kill at once, no grace period")) -> None:
+def stop(
+    run_name: str = typer.Argument(..., metavar="RUN"),
+    abort: bool = typer.Option(False, "-x", "--abort", help="Kill at once, no grace period"),
+) -> None:
     from dstack.execution import procs
     from dstack.execution.local import LocalExecutor
     from dstack.runner.recover import recover
@@ -100,9 +130,12 @@ def stop(run_name: str = typer.Argument(..., metavar="RUN"),
     sys.stderr.write(f"Run {run_name} {state.run(run_name).status}.\n")
 
 
-def rm(run_name: str = typer.Argument(..., metavar="RUN"),
-       force: bool = typer.Option(False, "--force", help="Remove even a tagged run's record "
-                                                           "(tagged artifacts stay reachable)")) -> None:
+def rm(
+    run_name: str = typer.Argument(..., metavar="RUN"),
+    force: bool = typer.Option(
+        False, "--force", help="Remove even a tagged run's record (tagged artifacts stay reachable)"
+    ),
+) -> None:
     import shutil
 
     from dstack.errors import RunStateError
@@ -113,12 +146,16 @@ def rm(run_name: str = typer.Argument(..., metavar="RUN"),
     recover(home, state)
     run = state.run(run_name)
     if not run.finished:
-        raise RunStateError(f"Run {run_name} is {run.status}.", hint=f"stop it first: dstack stop {run_name}")
+        raise RunStateError(
+            f"Run {run_name} is {run.status}.", hint=f"stop it first: dstack stop {run_name}"
+        )
     tagged = state.tags_of_run(run_name)
     if tagged and not force:
-        raise RunStateError(f"Run {run_name} is tagged as {', '.join(repr(t) for t in tagged)}.",
-                            hint="delete the tag first (dstack tags delete TAG), or pass --force to "
-                                 "remove the run record and keep the tagged artifacts")
+        raise RunStateError(
+            f"Run {run_name} is tagged as {', '.join(repr(t) for t in tagged)}.",
+            hint="delete the tag first (dstack tags delete TAG), or pass --force to "
+            "remove the run record and keep the tagged artifacts",
+        )
     store = Store.open(home)
     kept = {key for tag in state.tags() for key in tag.manifests.values()}
     referenced = kept | state.manifests_used_outside(run_name)
@@ -127,7 +164,9 @@ def rm(run_name: str = typer.Argument(..., metavar="RUN"),
             store.delete_manifest(job.manifest)
     state.delete_run(run_name)
     shutil.rmtree(home.runs_dir / run_name, ignore_errors=True)
-    sys.stderr.write(f"Removed run {run_name}" + (" (tagged artifacts kept)" if tagged else "") + ".\n")
+    sys.stderr.write(
+        f"Removed run {run_name}" + (" (tagged artifacts kept)" if tagged else "") + ".\n"
+    )
 
 
 def inspect(run_name: str = typer.Argument(..., metavar="RUN"), as_json: bool = JSON) -> None:
@@ -138,15 +177,36 @@ def inspect(run_name: str = typer.Argument(..., metavar="RUN"), as_json: bool = 
     run = state.run(run_name)
     jobs = state.jobs(run_name)
     data = {
-        "run": run.name, "workflow": run.workflow, "status": run.status, "exit_code": run.exit_code,
-        "created_at": run.created_at, "finished_at": run.finished_at, "repo": run.repo_dir,
-        "code": {k: run.snapshot.get(k) for k in ("commit", "branch", "dirty_hash", "digest", "files")},
-        "args": run.args, "variables": run.variables, "tag": run.tag,
-        "jobs": [{"workflow": j.workflow, "status": j.status, "exit_code": j.exit_code,
-                  "error": j.error, "reused_from": j.reused_from, "upstream": j.upstream,
-                  "provider": j.spec.get("provider"), "backend": j.record.get("backend"),
-                  "host": j.record.get("host"), "inputs": j.record.get("inputs", []),
-                  "artifacts": j.manifest, "spec": j.spec} for j in jobs],
+        "run": run.name,
+        "workflow": run.workflow,
+        "status": run.status,
+        "exit_code": run.exit_code,
+        "created_at": run.created_at,
+        "finished_at": run.finished_at,
+        "repo": run.repo_dir,
+        "code": {
+            k: run.snapshot.get(k) for k in ("commit", "branch", "dirty_hash", "digest", "files")
+        },
+        "args": run.args,
+        "variables": run.variables,
+        "tag": run.tag,
+        "jobs": [
+            {
+                "workflow": j.workflow,
+                "status": j.status,
+                "exit_code": j.exit_code,
+                "error": j.error,
+                "reused_from": j.reused_from,
+                "upstream": j.upstream,
+                "provider": j.spec.get("provider"),
+                "backend": j.record.get("backend"),
+                "host": j.record.get("host"),
+                "inputs": j.record.get("inputs", []),
+                "artifacts": j.manifest,
+                "spec": j.spec,
+            }
+            for j in jobs
+        ],
     }
     if as_json:
         print_json(data)
@@ -162,8 +222,14 @@ def workflows(as_json: bool = JSON) -> None:
     project = Project.load(find_repo_root(Path.cwd()))
     rows = []
     for name, raw in project.raw.items():
-        rows.append({"name": name, "provider": raw.data.get("provider", "bash"),
-                     "help": raw.data.get("help") or "", "file": raw.file})
+        rows.append(
+            {
+                "name": name,
+                "provider": raw.data.get("provider", "bash"),
+                "help": raw.data.get("help") or "",
+                "file": raw.file,
+            }
+        )
     if as_json:
         print_json(rows)
         return

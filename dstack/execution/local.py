@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -25,8 +24,13 @@ def read_rc(job_dir: Path) -> int | None:
 
 
 class LocalJob(JobHandle):
-    def __init__(self, job_dir: Path, pid: int, pid_start: int | None,
-                 proc: subprocess.Popen[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        job_dir: Path,
+        pid: int,
+        pid_start: int | None,
+        proc: subprocess.Popen[bytes] | None = None,
+    ) -> None:
         self.job_dir, self.pid, self.pid_start, self.proc = job_dir, pid, pid_start, proc
 
     def _running(self) -> bool:
@@ -45,7 +49,11 @@ class LocalJob(JobHandle):
             return JobExit(code)
         ret = self.proc.returncode if self.proc is not None else None
         signum = -ret if ret is not None and ret < 0 else None
-        reason = f"killed by signal {signal.Signals(signum).name}" if signum else "the job's process vanished"
+        reason = (
+            f"killed by signal {signal.Signals(signum).name}"
+            if signum
+            else "the job's process vanished"
+        )
         return JobExit(128 + signum if signum else 255, reason)
 
     def read_log(self, offset: int) -> bytes:
@@ -106,10 +114,17 @@ class LocalExecutor(Executor):
         env_file = folder / "env.sh"
         env_file.touch(mode=0o600)
         env_file.write_text(env_script(env))
-        (folder / "wrapper.sh").write_text(wrapper_script(str(folder), str(folder / "work" / workdir)))
-        proc = subprocess.Popen(["bash", str(folder / "wrapper.sh")], cwd=folder,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+        (folder / "wrapper.sh").write_text(
+            wrapper_script(str(folder), str(folder / "work" / workdir))
+        )
+        proc = subprocess.Popen(
+            ["bash", str(folder / "wrapper.sh")],
+            cwd=folder,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         return LocalJob(folder, proc.pid, procs.start_time(proc.pid), proc)
 
     def adopt(self, job_dir: str, pid: int, pid_start: int | None) -> JobHandle:

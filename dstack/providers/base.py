@@ -45,9 +45,11 @@ def bash_lines(lines: list[str]) -> str:
 
 def require_file(repo: Path, rel: str | None, field: str, wf: Workflow, file: str) -> None:
     if rel is not None and not (repo / rel).is_file():
-        raise ProviderError(f"{file}: workflow '{wf.name}', field '{field}': file '{rel}' does not "
-                            "exist in the repository.",
-                            hint="paths are relative to the repository root (the folder that holds .dstack/)")
+        raise ProviderError(
+            f"{file}: workflow '{wf.name}', field '{field}': file '{rel}' does not "
+            "exist in the repository.",
+            hint="paths are relative to the repository root (the folder that holds .dstack/)",
+        )
 
 
 def quote_all(words: list[str]) -> str:
@@ -67,6 +69,8 @@ def get_provider(name: str, file: str = ".dstack/workflows.yaml") -> Provider:
         provider_class = plugins[name].load()
         return provider_class()  # type: ignore[no-any-return]
     known = sorted(set(builtin) | set(plugins))
-    raise SpecError(f"{file}: provider '{name}' is not available here; installed: {', '.join(known)}.",
-                    hint=did_you_mean(name, known) or
-                    "plug-ins register providers in the entry-point group 'dstack.providers'")
+    raise SpecError(
+        f"{file}: provider '{name}' is not available here; installed: {', '.join(known)}.",
+        hint=did_you_mean(name, known)
+        or "plug-ins register providers in the entry-point group 'dstack.providers'",
+    )

@@ -14,8 +14,10 @@ class BashProvider(Provider):
 
     def check(self, wf: Workflow, repo: Path, file: str) -> None:
         if not wf.commands:
-            raise SpecError(f"{file}: workflow '{wf.name}' (provider bash) has no 'commands'.",
-                            hint="add commands:\n  - echo hello")
+            raise SpecError(
+                f"{file}: workflow '{wf.name}' (provider bash) has no 'commands'.",
+                hint="add commands:\n  - echo hello",
+            )
 
     def script(self, wf: Workflow, host: HostContext) -> str:
         return bash_lines(["set -e", *wf.setup, *wf.commands])

@@ -21,8 +21,10 @@ class PythonProvider(Provider):
 
     def check(self, wf: Workflow, repo: Path, file: str) -> None:
         if not wf.script:
-            raise SpecError(f"{file}: workflow '{wf.name}' (provider python) has no 'script'.",
-                            hint="add script: train.py (aliases: file, python_script)")
+            raise SpecError(
+                f"{file}: workflow '{wf.name}' (provider python) has no 'script'.",
+                hint="add script: train.py (aliases: file, python_script)",
+            )
         require_file(repo, wf.script, "script", wf, file)
         require_file(repo, wf.requirements, "requirements", wf, file)
 
@@ -32,7 +34,8 @@ class PythonProvider(Provider):
                 f"Workflow '{wf.name}' asks for Python {wf.python}, but '{interpreter(wf)}' is not "
                 "on this host's PATH.",
                 hint=f"install Python {wf.python} (e.g. with pyenv or apt), or remove 'python:' "
-                     "to use python3")
+                "to use python3",
+            )
 
     def job_env(self, wf: Workflow, workdir: Path) -> dict[str, str]:
         """The venv's cache key: (requirements hash, python version)."""
@@ -53,7 +56,7 @@ class PythonProvider(Provider):
             f"mkdir -p {host.venv_cache}",
             f"exec 9>{venv}.lock",
             "flock 9",
-            f'if [ ! -f {venv}/.dstack-ready ]; then',
+            f"if [ ! -f {venv}/.dstack-ready ]; then",
             f'  echo "dstack: building the Python environment from {wf.requirements}"',
             f"  rm -rf {venv}",
             f"  {python} -m venv {venv}",

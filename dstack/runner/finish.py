@@ -12,8 +12,9 @@ from dstack.storage.manifest import Manifest, StatCache
 from dstack.storage.store import Store, artifact_key
 
 
-def seal_artifacts(store: Store, executor: Executor, job: JobRecord, complete: bool,
-                   cache: StatCache) -> str | None:
+def seal_artifacts(
+    store: Store, executor: Executor, job: JobRecord, complete: bool, cache: StatCache
+) -> str | None:
     """Store every artifact file of the job and write its manifest; partial when not complete."""
     wf = Workflow.model_validate(job.spec)
     if not wf.artifacts or not job.job_dir:
@@ -25,22 +26,45 @@ def seal_artifacts(store: Store, executor: Executor, job: JobRecord, complete: b
     return key
 
 
-def finish_job(state: State, store: Store, executor: Executor, job: JobRecord, result: JobExit,
-               stopped: bool, cache: StatCache) -> str:
+def finish_job(
+    state: State,
+    store: Store,
+    executor: Executor,
+    job: JobRecord,
+    result: JobExit,
+    stopped: bool,
+    cache: StatCache,
+) -> str:
     """Seal the artifacts, then record the final status; returns that status."""
     ok = result.code == 0 and not stopped
     manifest = seal_artifacts(store, executor, job, ok, cache)
     status = "done" if ok else "stopped" if stopped else "failed"
-    error = None if ok else result.reason or (
-        "stopped" if stopped else f"exited with code {result.code}")
-    state.update_job(job.run_name, job.workflow, status=status, exit_code=result.code,
-                     finished_at=time.time(), manifest=manifest, error=error)
+    error = (
+        None
+        if ok
+        else result.reason or ("stopped" if stopped else f"exited with code {result.code}")
+    )
+    state.update_job(
+        job.run_name,
+        job.workflow,
+        status=status,
+        exit_code=result.code,
+        finished_at=time.time(),
+        manifest=manifest,
+        error=error,
+    )
     return status
 
 
 def fail_pending(state: State, job: JobRecord, reason: str, status: str = "failed") -> None:
-    state.update_job(job.run_name, job.workflow, only_if_active=True, status=status,
-                     finished_at=time.time(), error=reason)
+    state.update_job(
+        job.run_name,
+        job.workflow,
+        only_if_active=True,
+        status=status,
+        finished_at=time.time(),
+        error=reason,
+    )
 
 
 def finish_run(state: State, run_name: str, target: str, stopped: bool) -> tuple[str, int]:

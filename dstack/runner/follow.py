@@ -13,8 +13,15 @@ from dstack.state.db import State
 from dstack.storage.store import Store
 
 
-def follow(home: Home, state: State, run_name: str, out: TextIO, keep_following: bool,
-           timestamps: bool = False, only: str | None = None) -> int | None:
+def follow(
+    home: Home,
+    state: State,
+    run_name: str,
+    out: TextIO,
+    keep_following: bool,
+    timestamps: bool = False,
+    only: str | None = None,
+) -> int | None:
     """Print the run's logs; with ``keep_following`` until it ends. Returns its exit code."""
     store = Store.open(home)
     executor = LocalExecutor(home, store)
@@ -33,8 +40,11 @@ def follow(home: Home, state: State, run_name: str, out: TextIO, keep_following:
             if job.finished:
                 lines += reader.close()
             for stamp, text in lines:
-                out.write(format_line(stamp, text, f"{job.workflow} | " if prefix_jobs else "",
-                                      timestamps))
+                out.write(
+                    format_line(
+                        stamp, text, f"{job.workflow} | " if prefix_jobs else "", timestamps
+                    )
+                )
             out.flush()
         if run.finished or not keep_following:
             return run.exit_code

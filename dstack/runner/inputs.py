@@ -22,14 +22,17 @@ def external_inputs(state: State, wf: Workflow) -> list[Input]:
     for dep in wf.deps:
         if dep.tag is not None:
             tag = state.tag(dep.tag)
-            found += [Input(f"tag {tag.name} ({w})", key) for w, key in sorted(tag.manifests.items())]
+            found += [
+                Input(f"tag {tag.name} ({w})", key) for w, key in sorted(tag.manifests.items())
+            ]
         elif dep.workflow is not None:
             job = state.last_successful_job(dep.workflow)
             if job is None or job.manifest is None:
                 raise NotFoundError(
                     f"Workflow '{wf.name}' uses deps '{dep.workflow}', but '{dep.workflow}' has "
                     "no successful run yet.",
-                    hint=f"run it first: dstack run {dep.workflow}")
+                    hint=f"run it first: dstack run {dep.workflow}",
+                )
             found.append(Input(f"{dep.workflow} (run {job.run_name})", job.manifest))
     for upstream, tag_name in wf.upstream():
         if tag_name is None:
@@ -39,11 +42,15 @@ def external_inputs(state: State, wf: Workflow) -> list[Input]:
             raise NotFoundError(
                 f"Workflow '{wf.name}' depends on '{upstream}:{tag_name}', but the run tagged "
                 f"'{tag_name}' has no job '{upstream}' (it has: {', '.join(sorted(tag.manifests))}).",
-                hint=f"tag a run of {upstream}: dstack tags add {tag_name} -r RUN")
+                hint=f"tag a run of {upstream}: dstack tags add {tag_name} -r RUN",
+            )
         found.append(Input(f"{upstream} (tag {tag_name})", tag.manifests[upstream]))
     return found
 
 
 def upstream_inputs(jobs: dict[str, JobRecord], upstream: list[str]) -> list[Input]:
-    return [Input(f"{name} (this run)", jobs[name].manifest) for name in upstream
-            if jobs[name].manifest]
+    return [
+        Input(f"{name} (this run)", manifest)
+        for name in upstream
+        if (manifest := jobs[name].manifest) is not None
+    ]

@@ -29,8 +29,15 @@ class Submission:
     jobs: list[tuple[str, dict[str, Any], list[str]]]
 
 
-def prepare(home: Home, state: State, store: Store, repo: Path, workflow: str,
-            tokens: list[str], tag: str | None) -> Submission:
+def prepare(
+    home: Home,
+    state: State,
+    store: Store,
+    repo: Path,
+    workflow: str,
+    tokens: list[str],
+    tag: str | None,
+) -> Submission:
     """Everything that can be refused is refused here, before a run exists."""
     project = Project.load(repo)
     plan: Plan = make_plan(project, workflow, tokens)
@@ -38,17 +45,29 @@ def prepare(home: Home, state: State, store: Store, repo: Path, workflow: str,
     for job in plan.jobs:
         external_inputs(state, job.workflow)
     if tag is not None and tag in {t.name for t in state.tags()}:
-        raise RunStateError(f"Tag '{tag}' already exists.",
-                            hint=f"pick another name, or delete it first: dstack tags delete {tag}")
+        raise RunStateError(
+            f"Tag '{tag}' already exists.",
+            hint=f"pick another name, or delete it first: dstack tags delete {tag}",
+        )
     snapshot = capture(repo, store)
-    jobs = [(j.workflow.name, j.workflow.model_dump(mode="json", by_alias=True), j.upstream)
-            for j in plan.jobs]
+    jobs = [
+        (j.workflow.name, j.workflow.model_dump(mode="json", by_alias=True), j.upstream)
+        for j in plan.jobs
+    ]
     return Submission(workflow, repo, plan.run_args, plan.variables(project), snapshot, jobs)
 
 
 def record(state: State, sub: Submission, tag: str | None, detached: bool) -> str:
-    return state.create_run(sub.workflow, str(sub.repo), sub.args, sub.variables, tag,
-                            {**sub.snapshot.to_dict(), "key": sub.snapshot.key}, sub.jobs, detached)
+    return state.create_run(
+        sub.workflow,
+        str(sub.repo),
+        sub.args,
+        sub.variables,
+        tag,
+        {**sub.snapshot.to_dict(), "key": sub.snapshot.key},
+        sub.jobs,
+        detached,
+    )
 
 
 def start_detached(home: Home, state: State, run_name: str, no_cache: bool) -> int:
@@ -59,7 +78,8 @@ def start_detached(home: Home, state: State, run_name: str, no_cache: bool) -> i
     if no_cache:
         command.append("--no-cache")
     with open(log, "ab") as out:
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+        )
     state.update_run(run_name, supervisor_pid=proc.pid, supervisor_start=procs.start_time(proc.pid))
     return proc.pid

@@ -31,8 +31,10 @@ class Plan:
     run_args: list[str] = field(default_factory=list)
 
     def variables(self, project: Project) -> dict[str, dict[str, object]]:
-        return {j.workflow.name: project.variables.for_workflow(j.workflow.name, self.overrides)
-                for j in self.jobs}
+        return {
+            j.workflow.name: project.variables.for_workflow(j.workflow.name, self.overrides)
+            for j in self.jobs
+        }
 
 
 def make_plan(project: Project, target: str, tokens: list[str]) -> Plan:
@@ -45,9 +47,11 @@ def make_plan(project: Project, target: str, tokens: list[str]) -> Plan:
         if name in done:
             return
         if name in stack:
-            cycle = " -> ".join([*stack[stack.index(name):], name])
-            raise SpecError(f"depends-on forms a cycle: {cycle}.",
-                            hint="a workflow cannot depend on itself, directly or through others")
+            cycle = " -> ".join([*stack[stack.index(name) :], name])
+            raise SpecError(
+                f"depends-on forms a cycle: {cycle}.",
+                hint="a workflow cannot depend on itself, directly or through others",
+            )
         raw = project.require(name)
         wf = project.workflow(name, overrides, run_args)
         upstream = []
@@ -57,7 +61,8 @@ def make_plan(project: Project, target: str, tokens: list[str]) -> Plan:
                 raise SpecError(
                     f"{raw.file}:{line or raw.data.line}: workflow '{name}', field 'depends-on': "
                     f"unknown workflow '{up}'.",
-                    hint=did_you_mean(up, project.raw) or "see `dstack workflows`")
+                    hint=did_you_mean(up, project.raw) or "see `dstack workflows`",
+                )
             if tag is None:
                 visit(up, [*stack, name])
                 upstream.append(up)
@@ -75,9 +80,11 @@ def check_plan(plan: Plan, repo: Path, disk_path: Path) -> None:
     for job in plan.jobs:
         wd = job.workflow.working_dir
         if wd and not (repo / wd).is_dir():
-            raise SpecError(f"{job.file}: workflow '{job.workflow.name}', field 'working_dir': "
-                            f"folder '{wd}' does not exist in the repository.",
-                            hint="working_dir is relative to the folder that holds .dstack/")
+            raise SpecError(
+                f"{job.file}: workflow '{job.workflow.name}', field 'working_dir': "
+                f"folder '{wd}' does not exist in the repository.",
+                hint="working_dir is relative to the folder that holds .dstack/",
+            )
         provider = get_provider(job.workflow.provider, job.file)
         provider.check(job.workflow, repo, job.file)
         provider.check_host(job.workflow, lambda command: shutil.which(command) is not None)
@@ -85,5 +92,7 @@ def check_plan(plan: Plan, repo: Path, disk_path: Path) -> None:
         if short:
             raise ResourceError(
                 f"Workflow '{job.workflow.name}' needs more than this machine has: "
-                + "; ".join(short) + ".",
-                hint="lower 'resources' in the workflow, or run it on a bigger host")
+                + "; ".join(short)
+                + ".",
+                hint="lower 'resources' in the workflow, or run it on a bigger host",
+            )

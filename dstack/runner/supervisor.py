@@ -49,8 +49,17 @@ class Running:
 
 
 class Supervisor:
-    def __init__(self, home: Home, state: State, store: Store, executor: Executor, run_name: str,
-                 out: TextIO | None, notes: TextIO | None, no_cache: bool = False) -> None:
+    def __init__(
+        self,
+        home: Home,
+        state: State,
+        store: Store,
+        executor: Executor,
+        run_name: str,
+        out: TextIO | None,
+        notes: TextIO | None,
+        no_cache: bool = False,
+    ) -> None:
         self.home, self.state, self.store, self.executor = home, state, store, executor
         self.run_name, self.out, self.notes, self.no_cache = run_name, out, notes, no_cache
         self.running: dict[str, Running] = {}
@@ -63,8 +72,12 @@ class Supervisor:
     def run(self) -> int:
         previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         run = self.state.run(self.run_name)
-        self.state.update_run(self.run_name, status="running", supervisor_pid=os.getpid(),
-                              supervisor_start=procs.start_time(os.getpid()))
+        self.state.update_run(
+            self.run_name,
+            status="running",
+            supervisor_pid=os.getpid(),
+            supervisor_start=procs.start_time(os.getpid()),
+        )
         try:
             self._loop(run)
         except (KeyboardInterrupt, StopRequested):
@@ -74,7 +87,9 @@ class Supervisor:
             raise
         finally:
             signal.signal(signal.SIGTERM, previous)
-        status, code = finish_run(self.state, self.run_name, run.workflow, self.stopping is not None)
+        status, code = finish_run(
+            self.state, self.run_name, run.workflow, self.stopping is not None
+        )
         if status == "done" and run.tag:
             self._tag(run.tag)
         return code
@@ -113,8 +128,12 @@ class Supervisor:
                 continue
             ups = [jobs[u] for u in job.upstream]
             if any(u.status in ("failed", "stopped") for u in ups):
-                fail_pending(self.state, job, "an upstream job did not succeed: " + ", ".join(
-                    u.workflow for u in ups if u.status != "done"))
+                fail_pending(
+                    self.state,
+                    job,
+                    "an upstream job did not succeed: "
+                    + ", ".join(u.workflow for u in ups if u.status != "done"),
+                )
                 started = True
             elif all(u.status == "done" for u in ups):
                 self._start(job, upstream_inputs(jobs, job.upstream), job.workflow == target)
@@ -136,24 +155,43 @@ class Supervisor:
             self._note(f"{job.workflow} could not start: {e}")
 
     def _cache_key(self, run: RunRecord, job: JobRecord, manifests: dict[str, Manifest]) -> str:
-        material = {"snapshot": run.snapshot["digest"], "spec": job.spec,
-                    "inputs": sorted(m.digest() for m in manifests.values())}
+        material = {
+            "snapshot": run.snapshot["digest"],
+            "spec": job.spec,
+            "inputs": sorted(m.digest() for m in manifests.values()),
+        }
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
     def _reuse(self, job: JobRecord, key: str) -> bool:
         earlier = self.state.cached_job(key)
         if earlier is None:
             return False
-        self.state.update_job(self.run_name, job.workflow, status="done", exit_code=0,
-                              started_at=time.time(), finished_at=time.time(), cache_key=key,
-                              reused_from=f"{earlier.run_name}/{earlier.workflow}",
-                              manifest=earlier.manifest, record=earlier.record)
-        self._note(f"{job.workflow} is up to date, reusing run {earlier.run_name} "
-                   "(--no-cache re-runs it)")
+        self.state.update_job(
+            self.run_name,
+            job.workflow,
+            status="done",
+            exit_code=0,
+            started_at=time.time(),
+            finished_at=time.time(),
+            cache_key=key,
+            reused_from=f"{earlier.run_name}/{earlier.workflow}",
+            manifest=earlier.manifest,
+            record=earlier.record,
+        )
+        self._note(
+            f"{job.workflow} is up to date, reusing run {earlier.run_name} (--no-cache re-runs it)"
+        )
         return True
 
-    def _launch(self, run: RunRecord, job: JobRecord, spec: Workflow, inputs: list[Input],
-                manifests: dict[str, Manifest], key: str) -> None:
+    def _launch(
+        self,
+        run: RunRecord,
+        job: JobRecord,
+        spec: Workflow,
+        inputs: list[Input],
+        manifests: dict[str, Manifest],
+        key: str,
+    ) -> None:
         ex = self.executor
         provider = get_provider(spec.provider)
         provider.check_host(spec, ex.which)
@@ -164,23 +202,46 @@ class Supervisor:
         ex.make_dirs(job_dir, [a.path for a in spec.artifacts])
         workdir = ex.local_path(job_dir)
         env = {k: (v if v is not None else os.environ.get(k, "")) for k, v in spec.env.items()}
-        env |= {"DSTACK_RUN": self.run_name, "DSTACK_WORKFLOW": job.workflow,
-                "PYTHONUNBUFFERED": "1", **port_env(spec.ports)}
+        env |= {
+            "DSTACK_RUN": self.run_name,
+            "DSTACK_WORKFLOW": job.workflow,
+            "PYTHONUNBUFFERED": "1",
+            **port_env(spec.ports),
+        }
         if workdir is not None:
             env |= provider.job_env(spec, workdir / "work")
         script = provider.script(spec, HostContext(ex.venv_cache()))
         handle = ex.start(job_dir, spec.working_dir or ".", script, env)
         record = {
-            "commit": run.snapshot.get("commit"), "branch": run.snapshot.get("branch"),
-            "dirty_hash": run.snapshot.get("dirty_hash"), "snapshot": run.snapshot["digest"],
-            "variables": run.variables, "run_args": run.args, "provider": spec.provider,
-            "backend": ex.backend, "host": ex.host_name(),
-            "inputs": [{"source": i.source, "manifest": i.manifest,
-                        "digest": manifests[i.manifest].digest()} for i in inputs],
+            "commit": run.snapshot.get("commit"),
+            "branch": run.snapshot.get("branch"),
+            "dirty_hash": run.snapshot.get("dirty_hash"),
+            "snapshot": run.snapshot["digest"],
+            "variables": run.variables,
+            "run_args": run.args,
+            "provider": spec.provider,
+            "backend": ex.backend,
+            "host": ex.host_name(),
+            "inputs": [
+                {
+                    "source": i.source,
+                    "manifest": i.manifest,
+                    "digest": manifests[i.manifest].digest(),
+                }
+                for i in inputs
+            ],
         }
-        self.state.update_job(self.run_name, job.workflow, status="running", started_at=time.time(),
-                              pid=handle.pid, pid_start=handle.pid_start, job_dir=job_dir,
-                              cache_key=key, record=record)
+        self.state.update_job(
+            self.run_name,
+            job.workflow,
+            status="running",
+            started_at=time.time(),
+            pid=handle.pid,
+            pid_start=handle.pid_start,
+            job_dir=job_dir,
+            cache_key=key,
+            record=record,
+        )
         fresh = next(j for j in self.state.jobs(self.run_name) if j.workflow == job.workflow)
         self.running[job.workflow] = Running(fresh, spec, handle)
 
@@ -188,7 +249,7 @@ class Supervisor:
 
     def _pump(self, item: Running) -> bool:
         data = item.handle.read_log(item.log.offset)
-        for stamp, text in item.log.feed(data):
+        for _stamp, text in item.log.feed(data):
             self._say(item.job.workflow, text)
         now = time.monotonic()
         if now - item.last_sync >= LIVE_SYNC_INTERVAL:
@@ -218,18 +279,24 @@ class Supervisor:
         lines = [*item.log.feed(item.handle.read_log(item.log.offset)), *item.log.close()]
         for _, text in lines:
             self._say(item.job.workflow, text)
-        status = finish_job(self.state, self.store, self.executor, item.job, result, stopped,
-                            self.cache)
+        status = finish_job(
+            self.state, self.store, self.executor, item.job, result, stopped, self.cache
+        )
         del self.running[item.job.workflow]
         if status == "failed" and self.prefix_lines:
-            self._note(f"{item.job.workflow} failed ({result.reason or f'exit code {result.code}'})")
+            self._note(
+                f"{item.job.workflow} failed ({result.reason or f'exit code {result.code}'})"
+            )
 
     def _stop_all(self, abort: bool) -> None:
         """Stop every running job (TERM, then KILL; a second Ctrl-C kills at once)."""
         self.stopping = self.stopping or ("abort" if abort else "stop")
         if self.running:
-            self._note("stopping " + ", ".join(self.running)
-                       + ("" if abort else " (Ctrl-C again to kill at once)"))
+            self._note(
+                "stopping "
+                + ", ".join(self.running)
+                + ("" if abort else " (Ctrl-C again to kill at once)")
+            )
         for item in list(self.running.values()):
             try:
                 item.handle.stop(abort=abort)
@@ -251,7 +318,9 @@ class Supervisor:
     def _say(self, workflow: str, text: str) -> None:
         """A line of job output, prefixed with its job's name when the run has several."""
         if self.out is not None:
-            self.out.write(format_line("", text, f"{workflow} | " if self.prefix_lines else "", False))
+            self.out.write(
+                format_line("", text, f"{workflow} | " if self.prefix_lines else "", False)
+            )
             self.out.flush()
 
     def _note(self, text: str) -> None:
@@ -261,12 +330,18 @@ class Supervisor:
             self.notes.flush()
 
 
-def supervise(home: Home, run_name: str, out: TextIO | None = sys.stdout,
-              notes: TextIO | None = sys.stderr, no_cache: bool = False) -> int:
+def supervise(
+    home: Home,
+    run_name: str,
+    out: TextIO | None = sys.stdout,
+    notes: TextIO | None = sys.stderr,
+    no_cache: bool = False,
+) -> int:
     """Run the supervisor for ``run_name`` on this machine; returns the run's exit code."""
     from dstack.execution.local import LocalExecutor
 
     state = State(home)
     store = Store.open(home)
-    return Supervisor(home, state, store, LocalExecutor(home, store), run_name, out, notes,
-                      no_cache).run()
+    return Supervisor(
+        home, state, store, LocalExecutor(home, store), run_name, out, notes, no_cache
+    ).run()

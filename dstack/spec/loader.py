@@ -27,7 +27,7 @@ def find_repo_root(start: Path) -> Path:
     raise SpecError(
         f"No .dstack/ folder in {start} or any folder above it.",
         hint="create .dstack/workflows.yaml at the root of your project "
-             "(see `dstack schema` for the format)",
+        "(see `dstack schema` for the format)",
     )
 
 
@@ -55,10 +55,14 @@ class Project:
     @classmethod
     def load(cls, root: Path) -> Project:
         dstack_dir = root / ".dstack"
-        files = [p for p in (dstack_dir / "workflows.yaml", dstack_dir / "workflows.yml") if p.exists()]
+        files = [
+            p for p in (dstack_dir / "workflows.yaml", dstack_dir / "workflows.yml") if p.exists()
+        ]
         sub = dstack_dir / "workflows"
         if sub.is_dir():
-            files += sorted(p for p in sub.iterdir() if p.suffix in {".yaml", ".yml"} and p.is_file())
+            files += sorted(
+                p for p in sub.iterdir() if p.suffix in {".yaml", ".yml"} and p.is_file()
+            )
         raw: dict[str, RawWorkflow] = {}
         for path in files:
             display = str(path.relative_to(root))
@@ -70,7 +74,7 @@ class Project:
                         f"{display}:{item.line}: workflow '{name}' is defined twice: "
                         f"here and in {first.where}.",
                         hint="workflow names must be unique across .dstack/workflows.yaml "
-                             "and .dstack/workflows/*.yaml; rename one",
+                        "and .dstack/workflows/*.yaml; rename one",
                     )
                 raw[name] = RawWorkflow(name, item, display)
         return cls(root, raw, load_variables(dstack_dir, set(raw)))
@@ -96,27 +100,37 @@ def _workflow_items(data: Any, display: str) -> list[LineDict]:
     if data is None:
         return []
     if not isinstance(data, LineDict):
-        raise SpecError(f"{display}:1: expected a mapping with a 'workflows' list.",
-                        hint="workflows:\n  - name: train\n    commands: [python train.py]")
+        raise SpecError(
+            f"{display}:1: expected a mapping with a 'workflows' list.",
+            hint="workflows:\n  - name: train\n    commands: [python train.py]",
+        )
     for key in data:
         if key != "workflows":
-            raise SpecError(f"{display}:{line_of(data, key)}: unknown top-level key '{key}'.",
-                            hint=did_you_mean(str(key), ["workflows"]) or "only 'workflows' is allowed")
+            raise SpecError(
+                f"{display}:{line_of(data, key)}: unknown top-level key '{key}'.",
+                hint=did_you_mean(str(key), ["workflows"]) or "only 'workflows' is allowed",
+            )
     items = data.get("workflows") or []
     if not isinstance(items, LineList):
-        raise SpecError(f"{display}:{line_of(data, 'workflows')}: 'workflows' must be a list.",
-                        hint="start each workflow with '- name: ...'")
+        raise SpecError(
+            f"{display}:{line_of(data, 'workflows')}: 'workflows' must be a list.",
+            hint="start each workflow with '- name: ...'",
+        )
     for index, item in enumerate(items):
         line = line_of(items, index)
         if not isinstance(item, LineDict):
             raise SpecError(f"{display}:{line}: each workflow must be a mapping with a 'name'.")
         if not isinstance(item.get("name"), str) or not item["name"]:
-            raise SpecError(f"{display}:{line}: workflow without a 'name'.",
-                            hint="add '- name: NAME' as the first key")
+            raise SpecError(
+                f"{display}:{line}: workflow without a 'name'.",
+                hint="add '- name: NAME' as the first key",
+            )
     return list(items)
 
 
-def _fold_aliases(data: LineDict, aliases: dict[str, str], where: str) -> tuple[LineDict, dict[str, str]]:
+def _fold_aliases(
+    data: LineDict, aliases: dict[str, str], where: str
+) -> tuple[LineDict, dict[str, str]]:
     """Rename alias keys to canonical ones; the map lets errors show the key the user wrote."""
     out = LineDict()
     out.file, out.line, out.key_lines = data.file, data.line, {}
@@ -129,7 +143,8 @@ def _fold_aliases(data: LineDict, aliases: dict[str, str], where: str) -> tuple[
                 continue
             raise SpecError(
                 f"{where}:{line_of(data, key)}: '{key}' and '{written[canonical]}' mean the same; "
-                "give only one.")
+                "give only one."
+            )
         out[canonical] = value
         out.key_lines[canonical] = line_of(data, key)
         written[canonical] = key
@@ -153,12 +168,18 @@ def validate_workflow(data: LineDict, file: str) -> Workflow:
     try:
         return Workflow.model_validate(dict(folded))
     except ValidationError as e:
-        raise SpecError(_describe(e, folded, file, written, res_written),
-                        hint=_hint(e, folded)) from None
+        raise SpecError(
+            _describe(e, folded, file, written, res_written), hint=_hint(e, folded)
+        ) from None
 
 
-def _describe(e: ValidationError, data: LineDict, file: str,
-              written: dict[str, str], res_written: dict[str, str]) -> str:
+def _describe(
+    e: ValidationError,
+    data: LineDict,
+    file: str,
+    written: dict[str, str],
+    res_written: dict[str, str],
+) -> str:
     name = data.get("name", "?")
     lines = []
     for err in e.errors():
@@ -175,7 +196,11 @@ def _describe(e: ValidationError, data: LineDict, file: str,
                 line = line_of(node, part) or line
                 shown.append(f"[{part}]")
                 node = node[part]
-            elif err["type"] == "extra_forbidden" or isinstance(part, str) and not part.startswith(("function", "union")):
+            elif (
+                err["type"] == "extra_forbidden"
+                or isinstance(part, str)
+                and not part.startswith(("function", "union"))
+            ):
                 shown.append(str(part))
         field = ".".join(s for s in shown).replace(".[", "[") or "workflow"
         message = err["msg"].removeprefix("Value error, ")
@@ -191,6 +216,10 @@ def _hint(e: ValidationError, data: LineDict) -> str | None:
     for err in e.errors():
         if err["type"] == "extra_forbidden":
             key = str(err["loc"][-1])
-            keys = RESOURCE_KEYS if err["loc"][0] == "resources" and len(err["loc"]) > 1 else WORKFLOW_KEYS
+            keys = (
+                RESOURCE_KEYS
+                if err["loc"][0] == "resources" and len(err["loc"]) > 1
+                else WORKFLOW_KEYS
+            )
             return did_you_mean(key, keys) or "allowed keys: " + ", ".join(keys)
     return "see `dstack schema` for the format"

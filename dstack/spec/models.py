@@ -23,11 +23,20 @@ from pydantic import (  # noqa: E402
 )
 
 _UNITS = {
-    "": None, "b": 1,
-    "k": 1024, "kb": 1024, "kib": 1024,
-    "m": 1024**2, "mb": 1024**2, "mib": 1024**2,
-    "g": 1024**3, "gb": 1024**3, "gib": 1024**3,
-    "t": 1024**4, "tb": 1024**4, "tib": 1024**4,
+    "": None,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+    "gib": 1024**3,
+    "t": 1024**4,
+    "tb": 1024**4,
+    "tib": 1024**4,
 }
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
@@ -151,7 +160,9 @@ def _as_args(value: Any) -> Any:
     if isinstance(value, str):
         return shlex.split(value)
     if isinstance(value, list):
-        return [str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in value]
+        return [
+            str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in value
+        ]
     return value
 
 
@@ -166,8 +177,10 @@ def _as_env(value: Any) -> Any:
             env[key] = val if sep else None
         return env
     if isinstance(value, dict):
-        return {k: (None if v is None else str(v) if not isinstance(v, bool) else str(v).lower())
-                for k, v in value.items()}
+        return {
+            k: (None if v is None else str(v) if not isinstance(v, bool) else str(v).lower())
+            for k, v in value.items()
+        }
     return value
 
 
@@ -188,21 +201,28 @@ class Workflow(StrictModel):
     provider: str = Field("bash", description="bash, python, or a plug-in provider")
     commands: Annotated[list[str], BeforeValidator(_as_list)] = Field(default_factory=list)
     setup: Annotated[list[str], BeforeValidator(_as_list)] = Field(
-        default_factory=list, description="Commands run before `commands` (alias before_run)")
+        default_factory=list, description="Commands run before `commands` (alias before_run)"
+    )
     script: str | None = Field(None, description="python: the script (aliases file, python_script)")
     args: Annotated[list[str], BeforeValidator(_as_args)] = Field(default_factory=list)
-    requirements: str | None = Field(None, description="A requirements file for the python provider")
+    requirements: str | None = Field(
+        None, description="A requirements file for the python provider"
+    )
     python: Annotated[str | None, BeforeValidator(_as_python_version)] = Field(
-        None, description="Python version (alias version), e.g. '3.11'")
+        None, description="Python version (alias version), e.g. '3.11'"
+    )
     env: Annotated[dict[str, str | None], BeforeValidator(_as_env)] = Field(
-        default_factory=dict, description="List of NAME=value (or bare NAME) or a mapping")
+        default_factory=dict, description="List of NAME=value (or bare NAME) or a mapping"
+    )
     working_dir: str | None = Field(None, description="Directory inside the repo to run in")
     artifacts: list[Artifact] = Field(default_factory=list)
     deps: list[Dep] = Field(default_factory=list)
     depends_on: Annotated[list[str], BeforeValidator(_as_list)] = Field(
-        default_factory=list, alias="depends-on",
-        description="Workflows to run first in the same run; X:TAG uses the tagged run instead")
-    resources: Resources = Field(default_factory=Resources)
+        default_factory=list,
+        alias="depends-on",
+        description="Workflows to run first in the same run; X:TAG uses the tagged run instead",
+    )
+    resources: Resources = Field(default_factory=lambda: Resources())
     ports: int = Field(0, ge=0, le=64, description="Number of ports; $PORT_0... are set")
 
     @field_validator("working_dir")

@@ -19,9 +19,13 @@ def workflows_schema() -> dict[str, Any]:
         resources[alias] = {**resources[canonical], "description": f"Alias of '{canonical}'"}
     for size_field in ("memory", "shm_size", "disk"):
         if size_field in resources:
-            resources[size_field] = {"anyOf": [{"type": "string", "pattern": r"^\d+(\.\d+)?\s*[A-Za-z]+$"},
-                                               {"type": "null"}],
-                                     "description": resources[size_field].get("description", "")}
+            resources[size_field] = {
+                "anyOf": [
+                    {"type": "string", "pattern": r"^\d+(\.\d+)?\s*[A-Za-z]+$"},
+                    {"type": "null"},
+                ],
+                "description": resources[size_field].get("description", ""),
+            }
     defs["Workflow"] = workflow
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

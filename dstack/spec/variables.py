@@ -43,8 +43,10 @@ def load_variables(dstack_dir: Path, workflow_names: set[str]) -> Variables:
     if data is None:
         return Variables()
     if not isinstance(data, dict) or set(data) - {"variables"}:
-        raise SpecError(f"{display}:1: the file must hold one key, 'variables', with a mapping.",
-                        hint="variables:\n  lr: 0.01\n  train:\n    epochs: 10")
+        raise SpecError(
+            f"{display}:1: the file must hold one key, 'variables', with a mapping.",
+            hint="variables:\n  lr: 0.01\n  train:\n    epochs: 10",
+        )
     section = data.get("variables") or {}
     if not isinstance(section, dict):
         raise SpecError(f"{display}:{line_of(data, 'variables')}: 'variables' must be a mapping.")
@@ -54,10 +56,12 @@ def load_variables(dstack_dir: Path, workflow_names: set[str]) -> Variables:
         if isinstance(value, dict):
             if key not in workflow_names:
                 from dstack.spec.suggest import did_you_mean
+
                 raise SpecError(
                     f"{display}:{line_of(section, key)}: variables for '{key}', "
                     "but no workflow has that name.",
-                    hint=did_you_mean(str(key), workflow_names) or "a mapping holds one workflow's variables",
+                    hint=did_you_mean(str(key), workflow_names)
+                    or "a mapping holds one workflow's variables",
                 )
             per_workflow[key] = dict(value)
         else:
@@ -74,7 +78,14 @@ def split_run_args(tokens: list[str], declared: set[str]) -> tuple[dict[str, str
         token = tokens[i]
         if token.startswith("--") and len(token) > 2:
             name, eq, value = token[2:].partition("=")
-            key = next((k for k in (name, name.replace("-", "_"), name.replace("_", "-")) if k in declared), None)
+            key = next(
+                (
+                    k
+                    for k in (name, name.replace("-", "_"), name.replace("_", "-"))
+                    if k in declared
+                ),
+                None,
+            )
             if key is not None:
                 if eq:
                     overrides[key] = value
@@ -82,7 +93,9 @@ def split_run_args(tokens: list[str], declared: set[str]) -> tuple[dict[str, str
                     overrides[key] = tokens[i + 1]
                     i += 1
                 else:
-                    raise SpecError(f"--{name} needs a value.", hint=f"dstack run WORKFLOW --{name} VALUE")
+                    raise SpecError(
+                        f"--{name} needs a value.", hint=f"dstack run WORKFLOW --{name} VALUE"
+                    )
                 i += 1
                 continue
         rest.append(token)
@@ -96,13 +109,14 @@ def substitute(node: Any, values: dict[str, Any], run_args: list[str], where: st
 
     def resolve(text: str, line: int) -> Any:
         def lookup(name: str) -> Any:
-            key = name[len("variables."):] if name.startswith("variables.") else name
+            key = name[len("variables.") :] if name.startswith("variables.") else name
             if key not in scope:
                 from dstack.spec.suggest import did_you_mean
+
                 raise SpecError(
                     f"{where}:{line}: variable '{name}' is not defined.",
-                    hint=did_you_mean(key, scope) or
-                    "declare it in .dstack/variables.yaml or pass it as --NAME VALUE",
+                    hint=did_you_mean(key, scope)
+                    or "declare it in .dstack/variables.yaml or pass it as --NAME VALUE",
                 )
             return scope[key]
 
@@ -122,7 +136,11 @@ def substitute(node: Any, values: dict[str, Any], run_args: list[str], where: st
             return out
         if isinstance(value, LineList):
             out_list = LineList(walk(v, line_of(value, i)) for i, v in enumerate(value))
-            out_list.file, out_list.line, out_list.item_lines = value.file, value.line, value.item_lines
+            out_list.file, out_list.line, out_list.item_lines = (
+                value.file,
+                value.line,
+                value.item_lines,
+            )
             return out_list
         return value
 

@@ -42,12 +42,58 @@ CREATE TABLE tags (
 );
 """
 
-_ADJECTIVES = ("amber", "brave", "calm", "clever", "eager", "fuzzy", "gentle", "happy", "jolly",
-               "keen", "lucky", "mellow", "nimble", "proud", "quiet", "rapid", "shiny", "sunny",
-               "swift", "tidy", "vivid", "witty", "young", "zesty")
-_NOUNS = ("badger", "beaver", "bison", "crane", "eagle", "falcon", "ferret", "gecko", "heron",
-          "ibis", "koala", "lemur", "lynx", "marten", "otter", "panda", "puffin", "quail",
-          "raven", "salmon", "tapir", "walrus", "wombat", "yak")
+_ADJECTIVES = (
+    "amber",
+    "brave",
+    "calm",
+    "clever",
+    "eager",
+    "fuzzy",
+    "gentle",
+    "happy",
+    "jolly",
+    "keen",
+    "lucky",
+    "mellow",
+    "nimble",
+    "proud",
+    "quiet",
+    "rapid",
+    "shiny",
+    "sunny",
+    "swift",
+    "tidy",
+    "vivid",
+    "witty",
+    "young",
+    "zesty",
+)
+_NOUNS = (
+    "badger",
+    "beaver",
+    "bison",
+    "crane",
+    "eagle",
+    "falcon",
+    "ferret",
+    "gecko",
+    "heron",
+    "ibis",
+    "koala",
+    "lemur",
+    "lynx",
+    "marten",
+    "otter",
+    "panda",
+    "puffin",
+    "quail",
+    "raven",
+    "salmon",
+    "tapir",
+    "walrus",
+    "wombat",
+    "yak",
+)
 
 
 def _new_run_name() -> str:
@@ -59,16 +105,19 @@ class State:
 
     def __init__(self, home: Home) -> None:
         try:
-            self.conn = sqlite3.connect(home.db_path, timeout=60, isolation_level=None,
-                                        check_same_thread=False)
+            self.conn = sqlite3.connect(
+                home.db_path, timeout=60, isolation_level=None, check_same_thread=False
+            )
             self.conn.row_factory = sqlite3.Row
             self.conn.execute("PRAGMA busy_timeout = 60000")
             if self.conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                 self._create_schema()
             self.conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.OperationalError as e:
-            raise HomeError(f"Cannot open the state database {home.db_path}: {e}.",
-                            hint="check that DSTACK_HOME is writable and not on a network share") from e
+            raise HomeError(
+                f"Cannot open the state database {home.db_path}: {e}.",
+                hint="check that DSTACK_HOME is writable and not on a network share",
+            ) from e
 
     def _create_schema(self) -> None:
         self.conn.execute("PRAGMA journal_mode = WAL")
@@ -96,10 +145,18 @@ class State:
 
     # runs ---------------------------------------------------------------------------------
 
-    def create_run(self, workflow: str, repo_dir: str, args: list[str], variables: dict[str, Any],
-                   tag: str | None, snapshot: dict[str, Any],
-                   jobs: Sequence[tuple[str, dict[str, Any], list[str]]], detached: bool = False,
-                   name: str | None = None) -> str:
+    def create_run(
+        self,
+        workflow: str,
+        repo_dir: str,
+        args: list[str],
+        variables: dict[str, Any],
+        tag: str | None,
+        snapshot: dict[str, Any],
+        jobs: Sequence[tuple[str, dict[str, Any], list[str]]],
+        detached: bool = False,
+        name: str | None = None,
+    ) -> str:
         """Insert a run and its jobs (in topological order) atomically; returns the run name."""
         for _ in range(100):
             candidate = name or _new_run_name()
@@ -108,13 +165,27 @@ class State:
                     c.execute(
                         "INSERT INTO runs (name, workflow, status, created_at, repo_dir, args, "
                         "variables, tag, detached, snapshot) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                        (candidate, workflow, "submitted", time.time(), repo_dir, json.dumps(args),
-                         json.dumps(variables), tag, int(detached), json.dumps(snapshot)))
+                        (
+                            candidate,
+                            workflow,
+                            "submitted",
+                            time.time(),
+                            repo_dir,
+                            json.dumps(args),
+                            json.dumps(variables),
+                            tag,
+                            int(detached),
+                            json.dumps(snapshot),
+                        ),
+                    )
                     c.executemany(
                         "INSERT INTO jobs (run_name, workflow, position, status, spec, upstream) "
                         "VALUES (?,?,?,?,?,?)",
-                        [(candidate, wf, i, "submitted", json.dumps(spec), json.dumps(up))
-                         for i, (wf, spec, up) in enumerate(jobs)])
+                        [
+                            (candidate, wf, i, "submitted", json.dumps(spec), json.dumps(up))
+                            for i, (wf, spec, up) in enumerate(jobs)
+                        ],
+                    )
                 return candidate
             except sqlite3.IntegrityError:
                 if name:
@@ -126,10 +197,15 @@ class State:
         if row is None:
             from dstack.spec.suggest import did_you_mean
 
-            names = [r[0] for r in self.conn.execute(
-                "SELECT name FROM runs ORDER BY created_at DESC LIMIT 500")]
-            raise NotFoundError(f"No run named '{name}'.",
-                                hint=did_you_mean(name, names) or "see `dstack ps -a`")
+            names = [
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT name FROM runs ORDER BY created_at DESC LIMIT 500"
+                )
+            ]
+            raise NotFoundError(
+                f"No run named '{name}'.", hint=did_you_mean(name, names) or "see `dstack ps -a`"
+            )
         return RunRecord.from_row(row)
 
     def runs(self, include_finished: bool, recent: int = 10) -> list[RunRecord]:
@@ -140,7 +216,9 @@ class State:
             rows = self.conn.execute(
                 "SELECT * FROM runs WHERE status IN (?, ?) UNION "
                 "SELECT * FROM (SELECT * FROM runs ORDER BY created_at DESC LIMIT ?) "
-                "ORDER BY created_at DESC", (*ACTIVE, recent)).fetchall()
+                "ORDER BY created_at DESC",
+                (*ACTIVE, recent),
+            ).fetchall()
         return [RunRecord.from_row(r) for r in rows]
 
     def active_runs(self) -> list[RunRecord]:
@@ -158,7 +236,8 @@ class State:
             cur = c.execute(
                 "UPDATE runs SET status = ?, exit_code = ?, finished_at = ? "
                 "WHERE name = ? AND status IN (?, ?)",
-                (status, exit_code, time.time(), name, *ACTIVE))
+                (status, exit_code, time.time(), name, *ACTIVE),
+            )
             return cur.rowcount == 1
 
     def delete_run(self, name: str) -> None:
@@ -170,11 +249,13 @@ class State:
 
     def jobs(self, run_name: str) -> list[JobRecord]:
         rows = self.conn.execute(
-            "SELECT * FROM jobs WHERE run_name = ? ORDER BY position", (run_name,)).fetchall()
+            "SELECT * FROM jobs WHERE run_name = ? ORDER BY position", (run_name,)
+        ).fetchall()
         return [JobRecord.from_row(r) for r in rows]
 
-    def update_job(self, run_name: str, workflow: str, only_if_active: bool = False,
-                   **fields: Any) -> bool:
+    def update_job(
+        self, run_name: str, workflow: str, only_if_active: bool = False, **fields: Any
+    ) -> bool:
         values = [json.dumps(v) if k == "record" else v for k, v in fields.items()]
         sets = ", ".join(f"{k} = ?" for k in fields)
         where = "run_name = ? AND workflow = ?"
@@ -188,20 +269,25 @@ class State:
     def cached_job(self, cache_key: str) -> JobRecord | None:
         row = self.conn.execute(
             "SELECT * FROM jobs WHERE cache_key = ? AND status = 'done' AND manifest IS NOT NULL "
-            "ORDER BY finished_at DESC LIMIT 1", (cache_key,)).fetchone()
+            "ORDER BY finished_at DESC LIMIT 1",
+            (cache_key,),
+        ).fetchone()
         return JobRecord.from_row(row) if row else None
 
     def last_successful_job(self, workflow: str) -> JobRecord | None:
         row = self.conn.execute(
             "SELECT * FROM jobs WHERE workflow = ? AND status = 'done' AND manifest IS NOT NULL "
-            "ORDER BY finished_at DESC LIMIT 1", (workflow,)).fetchone()
+            "ORDER BY finished_at DESC LIMIT 1",
+            (workflow,),
+        ).fetchone()
         return JobRecord.from_row(row) if row else None
 
     def manifests_used_outside(self, run_name: str) -> set[str]:
         """Manifests of this run that jobs of other runs reuse (so removing the run keeps them)."""
         rows = self.conn.execute(
             "SELECT manifest FROM jobs WHERE run_name != ? AND manifest LIKE ?",
-            (run_name, f"manifests/{run_name}/%")).fetchall()
+            (run_name, f"manifests/{run_name}/%"),
+        ).fetchall()
         return {r[0] for r in rows}
 
     # tags ---------------------------------------------------------------------------------
@@ -209,11 +295,14 @@ class State:
     def add_tag(self, name: str, run_name: str, manifests: dict[str, str]) -> None:
         try:
             with self.transaction() as c:
-                c.execute("INSERT INTO tags (name, run_name, created_at, manifests) VALUES (?,?,?,?)",
-                          (name, run_name, time.time(), json.dumps(manifests)))
+                c.execute(
+                    "INSERT INTO tags (name, run_name, created_at, manifests) VALUES (?,?,?,?)",
+                    (name, run_name, time.time(), json.dumps(manifests)),
+                )
         except sqlite3.IntegrityError:
-            raise RunStateError(f"Tag '{name}' already exists.",
-                                hint=f"delete it first: dstack tags delete {name}") from None
+            raise RunStateError(
+                f"Tag '{name}' already exists.", hint=f"delete it first: dstack tags delete {name}"
+            ) from None
 
     def tag(self, name: str) -> TagRecord:
         row = self.conn.execute("SELECT * FROM tags WHERE name = ?", (name,)).fetchone()
@@ -223,18 +312,25 @@ class State:
             names = [r[0] for r in self.conn.execute("SELECT name FROM tags")]
             raise NotFoundError(
                 f"No tag named '{name}'.",
-                hint=did_you_mean(name, names) or
-                f"tag a finished run with `dstack tags add {name} -r RUN`, "
-                f"or run with `dstack run WORKFLOW -t {name}`")
-        return TagRecord(row["name"], row["run_name"], row["created_at"], json.loads(row["manifests"]))
+                hint=did_you_mean(name, names)
+                or f"tag a finished run with `dstack tags add {name} -r RUN`, "
+                f"or run with `dstack run WORKFLOW -t {name}`",
+            )
+        return TagRecord(
+            row["name"], row["run_name"], row["created_at"], json.loads(row["manifests"])
+        )
 
     def tags(self) -> list[TagRecord]:
         rows = self.conn.execute("SELECT * FROM tags ORDER BY created_at DESC").fetchall()
-        return [TagRecord(r["name"], r["run_name"], r["created_at"], json.loads(r["manifests"]))
-                for r in rows]
+        return [
+            TagRecord(r["name"], r["run_name"], r["created_at"], json.loads(r["manifests"]))
+            for r in rows
+        ]
 
     def tags_of_run(self, run_name: str) -> list[str]:
-        return [r[0] for r in self.conn.execute("SELECT name FROM tags WHERE run_name = ?", (run_name,))]
+        return [
+            r[0] for r in self.conn.execute("SELECT name FROM tags WHERE run_name = ?", (run_name,))
+        ]
 
     def delete_tag(self, name: str) -> None:
         self.tag(name)

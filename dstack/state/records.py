@@ -32,12 +32,21 @@ class RunRecord:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> RunRecord:
         return cls(
-            name=row["name"], workflow=row["workflow"], status=row["status"],
-            created_at=row["created_at"], finished_at=row["finished_at"], repo_dir=row["repo_dir"],
-            args=json.loads(row["args"]), variables=json.loads(row["variables"]), tag=row["tag"],
-            supervisor_pid=row["supervisor_pid"], supervisor_start=row["supervisor_start"],
-            stop_request=row["stop_request"], exit_code=row["exit_code"],
-            detached=bool(row["detached"]), snapshot=json.loads(row["snapshot"]),
+            name=row["name"],
+            workflow=row["workflow"],
+            status=row["status"],
+            created_at=row["created_at"],
+            finished_at=row["finished_at"],
+            repo_dir=row["repo_dir"],
+            args=json.loads(row["args"]),
+            variables=json.loads(row["variables"]),
+            tag=row["tag"],
+            supervisor_pid=row["supervisor_pid"],
+            supervisor_start=row["supervisor_start"],
+            stop_request=row["stop_request"],
+            exit_code=row["exit_code"],
+            detached=bool(row["detached"]),
+            snapshot=json.loads(row["snapshot"]),
         )
 
     @property
@@ -68,12 +77,23 @@ class JobRecord:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> JobRecord:
         return cls(
-            run_name=row["run_name"], workflow=row["workflow"], position=row["position"],
-            status=row["status"], spec=json.loads(row["spec"]), upstream=json.loads(row["upstream"]),
-            started_at=row["started_at"], finished_at=row["finished_at"], exit_code=row["exit_code"],
-            pid=row["pid"], pid_start=row["pid_start"], job_dir=row["job_dir"],
-            cache_key=row["cache_key"], reused_from=row["reused_from"], manifest=row["manifest"],
-            error=row["error"], record=json.loads(row["record"]),
+            run_name=row["run_name"],
+            workflow=row["workflow"],
+            position=row["position"],
+            status=row["status"],
+            spec=json.loads(row["spec"]),
+            upstream=json.loads(row["upstream"]),
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            exit_code=row["exit_code"],
+            pid=row["pid"],
+            pid_start=row["pid_start"],
+            job_dir=row["job_dir"],
+            cache_key=row["cache_key"],
+            reused_from=row["reused_from"],
+            manifest=row["manifest"],
+            error=row["error"],
+            record=json.loads(row["record"]),
         )
 
     @property

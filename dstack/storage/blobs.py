@@ -53,7 +53,8 @@ class BlobStore:
                 raise StoreError(
                     f"'{label}' is corrupted in the store: its content hashes to "
                     f"{digest.hexdigest()[:12]}…, not {sha[:12]}….",
-                    hint="the stored copy was damaged; re-run the job that produced it")
+                    hint="the stored copy was damaged; re-run the job that produced it",
+                )
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -36,8 +36,12 @@ class Manifest:
         return sum(e.size for e in self.entries)
 
     def to_json(self) -> bytes:
-        data = {"version": 1, "state": self.state, "paths": self.paths,
-                "entries": [asdict(e) for e in sorted(self.entries, key=lambda e: e.path)]}
+        data = {
+            "version": 1,
+            "state": self.state,
+            "paths": self.paths,
+            "entries": [asdict(e) for e in sorted(self.entries, key=lambda e: e.path)],
+        }
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -53,8 +57,10 @@ def safe_relative(path: str) -> PurePosixPath:
     """Refuse manifest paths that are absolute or climb out with '..'."""
     pure = PurePosixPath(path)
     if pure.is_absolute() or ".." in pure.parts or not pure.parts:
-        raise StoreError(f"Manifest path '{path}' is unsafe (absolute or leaving its folder).",
-                         hint="the manifest was tampered with; it was not extracted")
+        raise StoreError(
+            f"Manifest path '{path}' is unsafe (absolute or leaving its folder).",
+            hint="the manifest was tampered with; it was not extracted",
+        )
     return pure
 
 
@@ -74,8 +80,9 @@ class StatCache:
         return sha
 
 
-def scan_files(root: Path, rel_paths: Iterable[str], blobs: BlobStore,
-               cache: StatCache | None = None) -> list[Entry]:
+def scan_files(
+    root: Path, rel_paths: Iterable[str], blobs: BlobStore, cache: StatCache | None = None
+) -> list[Entry]:
     """Store each regular file (and symlink) under the given paths; return their entries."""
     cache = cache or StatCache()
     entries: list[Entry] = []
@@ -106,8 +113,12 @@ def _walk(path: Path) -> Iterable[Path]:
             yield Path(folder) / name
 
 
-def materialize(entries: list[Entry], dest: Path, blobs: BlobStore,
-                progress: Callable[[int], None] | None = None) -> None:
+def materialize(
+    entries: list[Entry],
+    dest: Path,
+    blobs: BlobStore,
+    progress: Callable[[int], None] | None = None,
+) -> None:
     """Write entries under ``dest``; links may not point outside it."""
     dest_resolved = dest.resolve()
     for entry in entries:
@@ -116,8 +127,10 @@ def materialize(entries: list[Entry], dest: Path, blobs: BlobStore,
         if entry.link is not None:
             resolved = (target.parent / entry.link).resolve()
             if not resolved.is_relative_to(dest_resolved):
-                raise StoreError(f"Symlink '{entry.path}' points outside its folder ({entry.link}).",
-                                 hint="links are restored only when they stay inside the artifacts")
+                raise StoreError(
+                    f"Symlink '{entry.path}' points outside its folder ({entry.link}).",
+                    hint="links are restored only when they stay inside the artifacts",
+                )
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.is_symlink() or target.exists():
                 target.unlink()

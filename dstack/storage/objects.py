@@ -78,12 +78,11 @@ class LocalObjectStore(ObjectStore):
 
     def open_read(self, key: str) -> Iterator[bytes]:
         try:
-            handle = open(self._path(key), "rb")
+            with open(self._path(key), "rb") as handle:
+                while chunk := handle.read(self.CHUNK):
+                    yield chunk
         except FileNotFoundError as e:
             raise StoreError(f"Object '{key}' is missing from the store {self.root}.") from e
-        with handle:
-            while chunk := handle.read(self.CHUNK):
-                yield chunk
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -101,5 +100,8 @@ class LocalObjectStore(ObjectStore):
         base = self._path(prefix)
         if not base.is_dir():
             return []
-        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*")
-                      if p.is_file() and not p.name.startswith(".tmp-"))
+        return sorted(
+            str(p.relative_to(self.root))
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".tmp-")
+        )
