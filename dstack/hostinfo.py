@@ -8,7 +8,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dstack.spec.models import Resources, format_size
+from dstack.spec.jobspec import ResourcesSpec
+from dstack.spec.sizes import format_size
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def local_resources(disk_path: Path, with_gpus: bool) -> HostResources:
     )
 
 
-def missing_resources(want: Resources, host: HostResources) -> list[str]:
+def missing_resources(want: ResourcesSpec, host: HostResources) -> list[str]:
     """Each way the host falls short of the request, in words; empty when it fits."""
     short = []
     if want.cpu and want.cpu > host.cpus:

@@ -9,8 +9,8 @@ import pytest
 from dstack.errors import SpecError
 from dstack.runner.plan import make_plan
 from dstack.spec.loader import Project as SpecProject
-from dstack.spec.models import parse_size
 from dstack.spec.schema import workflows_schema
+from dstack.spec.sizes import parse_size
 
 
 def load(
@@ -67,7 +67,7 @@ def test_all_keys_and_aliases(tmp_path: Path) -> None:
         (None, "base"),
         ("prepare", None),
     ]
-    assert wf.upstream() == [("prepare", None), ("data", "v1")]
+    assert wf.to_spec().upstream() == [("prepare", None), ("data", "v1")]
     r = wf.resources
     assert (r.cpu, r.memory, r.shm_size, r.disk) == (
         2,
@@ -126,14 +126,14 @@ def test_variables_globals_per_workflow_overrides_and_run_args(tmp_path: Path) -
     """,
     )
     plan = make_plan(project, "train", ["--lr", "0.5", "--unknown", "x", "pos"])
-    wf = plan.jobs[0].workflow
-    assert wf.commands == ["python train.py --lr 0.5 --seed 7 --unknown x pos"]
+    wf = plan.jobs[0].spec
+    assert wf.commands == ("python train.py --lr 0.5 --seed 7 --unknown x pos",)
     assert wf.resources.cpu == 1
     assert plan.overrides == {"lr": "0.5"} and plan.run_args == ["--unknown", "x", "pos"]
     assert (
         make_plan(project, "train", ["--lr=0.2"])
         .jobs[0]
-        .workflow.commands[0]
+        .spec.commands[0]
         .startswith("python train.py --lr 0.2 ")
     )
 
@@ -150,7 +150,7 @@ def test_plan_is_topological_and_skips_tagged_upstream(tmp_path: Path) -> None:
     """,
     )
     plan = make_plan(project, "evaluate", [])
-    assert [j.workflow.name for j in plan.jobs] == ["prepare", "train", "evaluate"]
+    assert [j.spec.name for j in plan.jobs] == ["prepare", "train", "evaluate"]
     assert plan.jobs[1].upstream == ["prepare"]
 
 

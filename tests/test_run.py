@@ -157,3 +157,19 @@ def test_python_version_is_used(project: Project) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip() == str(sys.version_info[:2])
+
+
+def test_cached_plan_follows_every_change_to_the_workflow_files(project: Project) -> None:
+    project.workflows("workflows:\n  - name: v\n    commands:\n      - echo ${{ x }}\n")
+    project.write(".dstack/variables.yaml", "variables:\n  x: one\n")
+    assert project.dstack("run", "v", check=True).stdout == "one\n"
+    assert project.dstack("run", "v", check=True).stdout == "one\n"
+    project.write(".dstack/variables.yaml", "variables:\n  x: two\n")
+    assert project.dstack("run", "v", check=True).stdout == "two\n"
+    project.write(".dstack/workflows/more.yaml", "workflows: [\n")
+    assert project.dstack("run", "v").returncode == 2, "a new broken file is seen at once"
+    (project.root / ".dstack" / "workflows" / "more.yaml").unlink()
+    for cached in (project.home / "cache" / "plans").glob("*.json"):
+        cached.write_text("{damaged")
+    assert project.dstack("run", "v", "--x", "three", check=True).stdout == "three\n"
+    assert project.dstack("run", "v", check=True).stdout == "two\n"

@@ -20,7 +20,7 @@ REF = typer.Argument(..., metavar="RUN|:TAG", help="A run name, or :TAG for the 
 def list_(ref: str = REF, as_json: bool = typer.Option(False, "--json", help="Print JSON")) -> None:
     from dstack.artifacts import load_all
     from dstack.runner.recover import recover
-    from dstack.spec.models import format_size
+    from dstack.spec.sizes import format_size
     from dstack.storage.store import Store
 
     home, state = open_state()

@@ -30,7 +30,7 @@ def run(
 ) -> None:
     from dstack.cli.common import open_state
     from dstack.runner.launch import prepare, record
-    from dstack.spec.loader import find_repo_root
+    from dstack.spec.files import find_repo_root
     from dstack.storage.store import Store
 
     home, state = open_state()

@@ -65,7 +65,7 @@ def add(
         return
     from dstack.artifacts import upload_tagged
     from dstack.errors import DstackError
-    from dstack.spec.loader import find_repo_root
+    from dstack.spec.files import find_repo_root
     from dstack.storage.store import Store
 
     try:

@@ -217,7 +217,8 @@ def inspect(run_name: str = typer.Argument(..., metavar="RUN"), as_json: bool = 
 
 
 def workflows(as_json: bool = JSON) -> None:
-    from dstack.spec.loader import Project, find_repo_root
+    from dstack.spec.files import find_repo_root
+    from dstack.spec.loader import Project
 
     project = Project.load(find_repo_root(Path.cwd()))
     rows = []

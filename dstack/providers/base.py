@@ -10,7 +10,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from dstack.errors import ProviderError, SpecError
-from dstack.spec.models import Workflow
+from dstack.spec.jobspec import JobSpec
 from dstack.spec.suggest import did_you_mean
 
 
@@ -24,18 +24,18 @@ class HostContext:
 class Provider(ABC):
     name: str = ""
 
-    def check(self, wf: Workflow, repo: Path, file: str) -> None:
+    def check(self, wf: JobSpec, repo: Path, file: str) -> None:
         """Refuse before anything starts: missing files or fields."""
 
-    def check_host(self, wf: Workflow, which: Callable[[str], bool]) -> None:
+    def check_host(self, wf: JobSpec, which: Callable[[str], bool]) -> None:
         """Refuse when the chosen host lacks what the job needs (an interpreter, a tool)."""
 
-    def job_env(self, wf: Workflow, workdir: Path) -> dict[str, str]:
+    def job_env(self, wf: JobSpec, workdir: Path) -> dict[str, str]:
         """Extra environment for the job, computed from its working copy."""
         return {}
 
     @abstractmethod
-    def script(self, wf: Workflow, host: HostContext) -> str:
+    def script(self, wf: JobSpec, host: HostContext) -> str:
         """The bash script body run in the job's working directory."""
 
 
@@ -43,7 +43,7 @@ def bash_lines(lines: list[str]) -> str:
     return "\n".join(lines)
 
 
-def require_file(repo: Path, rel: str | None, field: str, wf: Workflow, file: str) -> None:
+def require_file(repo: Path, rel: str | None, field: str, wf: JobSpec, file: str) -> None:
     if rel is not None and not (repo / rel).is_file():
         raise ProviderError(
             f"{file}: workflow '{wf.name}', field '{field}': file '{rel}' does not "

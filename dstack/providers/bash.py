@@ -6,18 +6,18 @@ from pathlib import Path
 
 from dstack.errors import SpecError
 from dstack.providers.base import HostContext, Provider, bash_lines
-from dstack.spec.models import Workflow
+from dstack.spec.jobspec import JobSpec
 
 
 class BashProvider(Provider):
     name = "bash"
 
-    def check(self, wf: Workflow, repo: Path, file: str) -> None:
+    def check(self, wf: JobSpec, repo: Path, file: str) -> None:
         if not wf.commands:
             raise SpecError(
                 f"{file}: workflow '{wf.name}' (provider bash) has no 'commands'.",
                 hint="add commands:\n  - echo hello",
             )
 
-    def script(self, wf: Workflow, host: HostContext) -> str:
+    def script(self, wf: JobSpec, host: HostContext) -> str:
         return bash_lines(["set -e", *wf.setup, *wf.commands])

@@ -9,17 +9,17 @@ from pathlib import Path
 
 from dstack.errors import ProviderError, SpecError
 from dstack.providers.base import HostContext, Provider, bash_lines, quote_all, require_file
-from dstack.spec.models import Workflow
+from dstack.spec.jobspec import JobSpec
 
 
-def interpreter(wf: Workflow) -> str:
+def interpreter(wf: JobSpec) -> str:
     return f"python{wf.python}" if wf.python else "python3"
 
 
 class PythonProvider(Provider):
     name = "python"
 
-    def check(self, wf: Workflow, repo: Path, file: str) -> None:
+    def check(self, wf: JobSpec, repo: Path, file: str) -> None:
         if not wf.script:
             raise SpecError(
                 f"{file}: workflow '{wf.name}' (provider python) has no 'script'.",
@@ -28,7 +28,7 @@ class PythonProvider(Provider):
         require_file(repo, wf.script, "script", wf, file)
         require_file(repo, wf.requirements, "requirements", wf, file)
 
-    def check_host(self, wf: Workflow, which: Callable[[str], bool]) -> None:
+    def check_host(self, wf: JobSpec, which: Callable[[str], bool]) -> None:
         if not which(interpreter(wf)):
             raise ProviderError(
                 f"Workflow '{wf.name}' asks for Python {wf.python}, but '{interpreter(wf)}' is not "
@@ -37,7 +37,7 @@ class PythonProvider(Provider):
                 "to use python3",
             )
 
-    def job_env(self, wf: Workflow, workdir: Path) -> dict[str, str]:
+    def job_env(self, wf: JobSpec, workdir: Path) -> dict[str, str]:
         """The venv's cache key: (requirements hash, python version)."""
         if not wf.requirements:
             return {}
@@ -45,9 +45,9 @@ class PythonProvider(Provider):
         key = hashlib.sha256(requirements + b"\0" + interpreter(wf).encode()).hexdigest()[:16]
         return {"DSTACK_VENV_ID": key}
 
-    def script(self, wf: Workflow, host: HostContext) -> str:
+    def script(self, wf: JobSpec, host: HostContext) -> str:
         python = interpreter(wf)
-        run = f'"$PY" -u {shlex.quote(wf.script or "")} {quote_all(wf.args)}'.rstrip()
+        run = f'"$PY" -u {shlex.quote(wf.script or "")} {quote_all(list(wf.args))}'.rstrip()
         lines = ["set -e", *wf.setup]
         if not wf.requirements:
             return bash_lines([*lines, f"PY={python}", *wf.commands, run])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from dstack.execution.base import Executor, JobExit
-from dstack.spec.models import Workflow
+from dstack.spec.jobspec import JobSpec
 from dstack.state.db import State
 from dstack.state.records import JobRecord
 from dstack.storage.manifest import Manifest, StatCache
@@ -16,7 +16,7 @@ def seal_artifacts(
     store: Store, executor: Executor, job: JobRecord, complete: bool, cache: StatCache
 ) -> str | None:
     """Store every artifact file of the job and write its manifest; partial when not complete."""
-    wf = Workflow.model_validate(job.spec)
+    wf = JobSpec.from_dict(job.spec)
     if not wf.artifacts or not job.job_dir:
         return None
     paths = [a.path for a in wf.artifacts]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dstack.errors import NotFoundError
-from dstack.spec.models import Workflow
+from dstack.spec.jobspec import JobSpec
 from dstack.state.db import State
 from dstack.state.records import JobRecord
 
@@ -16,7 +16,7 @@ class Input:
     manifest: str
 
 
-def external_inputs(state: State, wf: Workflow) -> list[Input]:
+def external_inputs(state: State, wf: JobSpec) -> list[Input]:
     """Inputs from earlier runs; a missing one says how to produce it."""
     found: list[Input] = []
     for dep in wf.deps:

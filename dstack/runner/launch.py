@@ -12,9 +12,8 @@ from dstack.errors import RunStateError
 from dstack.execution import procs
 from dstack.home import Home
 from dstack.runner.inputs import external_inputs
-from dstack.runner.plan import Plan, check_plan, make_plan
+from dstack.runner.plan import check_plan, plan_run
 from dstack.snapshot import Snapshot, capture
-from dstack.spec.loader import Project
 from dstack.state.db import State
 from dstack.storage.store import Store
 
@@ -39,22 +38,18 @@ def prepare(
     tag: str | None,
 ) -> Submission:
     """Everything that can be refused is refused here, before a run exists."""
-    project = Project.load(repo)
-    plan: Plan = make_plan(project, workflow, tokens)
+    plan = plan_run(home.root / "cache" / "plans", repo, workflow, tokens)
     check_plan(plan, repo, home.root)
     for job in plan.jobs:
-        external_inputs(state, job.workflow)
+        external_inputs(state, job.spec)
     if tag is not None and tag in {t.name for t in state.tags()}:
         raise RunStateError(
             f"Tag '{tag}' already exists.",
             hint=f"pick another name, or delete it first: dstack tags delete {tag}",
         )
     snapshot = capture(repo, store)
-    jobs = [
-        (j.workflow.name, j.workflow.model_dump(mode="json", by_alias=True), j.upstream)
-        for j in plan.jobs
-    ]
-    return Submission(workflow, repo, plan.run_args, plan.variables(project), snapshot, jobs)
+    jobs = [(j.data["name"], j.data, j.upstream) for j in plan.jobs]
+    return Submission(workflow, repo, plan.run_args, plan.variables, snapshot, jobs)
 
 
 def record(state: State, sub: Submission, tag: str | None, detached: bool) -> str:

@@ -1,40 +1,52 @@
-"""Turn `dstack run WF ARGS` into validated jobs in topological order, refusing bad input early."""
+"""Turn `dstack run WF ARGS` into validated jobs in topological order, refusing bad input early.
+
+Validated plans are cached by the content of the workflow files, the target and the arguments,
+so an unchanged project starts its run without parsing YAML or importing pydantic again.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import shutil
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from dstack import __version__
 from dstack.errors import ResourceError, SpecError
 from dstack.hostinfo import local_resources, missing_resources
 from dstack.providers.base import get_provider
-from dstack.spec.loader import Project
-from dstack.spec.models import Workflow
+from dstack.spec.files import variables_file, workflow_files
+from dstack.spec.jobspec import JobSpec
 from dstack.spec.suggest import did_you_mean
 from dstack.spec.variables import split_run_args
 from dstack.spec.yamlio import line_of
 
+if TYPE_CHECKING:
+    from dstack.spec.loader import Project
+
 
 @dataclass(frozen=True)
 class PlannedJob:
-    workflow: Workflow
+    data: dict[str, Any]
     file: str
     upstream: list[str]
 
+    @property
+    def spec(self) -> JobSpec:
+        return JobSpec.from_dict(self.data)
 
-@dataclass
+
+@dataclass(frozen=True)
 class Plan:
     target: str
     jobs: list[PlannedJob]
-    overrides: dict[str, str] = field(default_factory=dict)
-    run_args: list[str] = field(default_factory=list)
-
-    def variables(self, project: Project) -> dict[str, dict[str, object]]:
-        return {
-            j.workflow.name: project.variables.for_workflow(j.workflow.name, self.overrides)
-            for j in self.jobs
-        }
+    overrides: dict[str, str]
+    run_args: list[str]
+    variables: dict[str, dict[str, Any]]
 
 
 def make_plan(project: Project, target: str, tokens: list[str]) -> Plan:
@@ -55,7 +67,7 @@ def make_plan(project: Project, target: str, tokens: list[str]) -> Plan:
         raw = project.require(name)
         wf = project.workflow(name, overrides, run_args)
         upstream = []
-        for index, (up, tag) in enumerate(wf.upstream()):
+        for index, (up, tag) in enumerate(wf.to_spec().upstream()):
             if up not in project.raw:
                 line = line_of(raw.data.get("depends-on") or raw.data.get("depends_on"), index)
                 raise SpecError(
@@ -66,32 +78,74 @@ def make_plan(project: Project, target: str, tokens: list[str]) -> Plan:
             if tag is None:
                 visit(up, [*stack, name])
                 upstream.append(up)
-        ordered.append(PlannedJob(wf, raw.file, upstream))
+        ordered.append(PlannedJob(wf.model_dump(mode="json", by_alias=True), raw.file, upstream))
         done.add(name)
 
     visit(target, [])
-    return Plan(target, ordered, overrides, run_args)
+    variables = {
+        j.data["name"]: project.variables.for_workflow(j.data["name"], overrides) for j in ordered
+    }
+    return Plan(target, ordered, overrides, run_args, variables)
+
+
+def plan_key(repo: Path, target: str, tokens: list[str]) -> str:
+    """Changes whenever anything that shapes the plan changes: files, target, args, dstack."""
+    digest = hashlib.sha256(json.dumps([__version__, target, tokens]).encode())
+    for path in [*workflow_files(repo), variables_file(repo)]:
+        if path.exists():
+            digest.update(str(path.relative_to(repo)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def load_plan(cache_dir: Path, key: str) -> Plan | None:
+    try:
+        data = json.loads((cache_dir / f"{key}.json").read_text())
+        jobs = [PlannedJob(**job) for job in data.pop("jobs")]
+        return Plan(jobs=jobs, **data)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None  # a missing or damaged cache entry is simply rebuilt
+
+
+def save_plan(cache_dir: Path, key: str, plan: Plan) -> None:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".tmp-")
+    with os.fdopen(fd, "w") as out:
+        json.dump(asdict(plan), out)
+    os.replace(tmp, cache_dir / f"{key}.json")
+
+
+def plan_run(cache_dir: Path, repo: Path, target: str, tokens: list[str]) -> Plan:
+    """The validated plan, from the cache when the project is unchanged."""
+    key = plan_key(repo, target, tokens)
+    plan = load_plan(cache_dir, key)
+    if plan is None:
+        from dstack.spec.loader import Project
+
+        plan = make_plan(Project.load(repo), target, tokens)
+        save_plan(cache_dir, key, plan)
+    return plan
 
 
 def check_plan(plan: Plan, repo: Path, disk_path: Path) -> None:
     """Providers' checks and this machine's resources, before anything is created."""
-    wants_gpu = any(j.workflow.resources.gpu and j.workflow.resources.gpu.count for j in plan.jobs)
+    specs = [(job, job.spec) for job in plan.jobs]
+    wants_gpu = any(spec.resources.gpu and spec.resources.gpu.count for _, spec in specs)
     host = local_resources(disk_path, with_gpus=wants_gpu)
-    for job in plan.jobs:
-        wd = job.workflow.working_dir
+    for job, spec in specs:
+        wd = spec.working_dir
         if wd and not (repo / wd).is_dir():
             raise SpecError(
-                f"{job.file}: workflow '{job.workflow.name}', field 'working_dir': "
+                f"{job.file}: workflow '{spec.name}', field 'working_dir': "
                 f"folder '{wd}' does not exist in the repository.",
                 hint="working_dir is relative to the folder that holds .dstack/",
             )
-        provider = get_provider(job.workflow.provider, job.file)
-        provider.check(job.workflow, repo, job.file)
-        provider.check_host(job.workflow, lambda command: shutil.which(command) is not None)
-        short = missing_resources(job.workflow.resources, host)
+        provider = get_provider(spec.provider, job.file)
+        provider.check(spec, repo, job.file)
+        provider.check_host(spec, lambda command: shutil.which(command) is not None)
+        short = missing_resources(spec.resources, host)
         if short:
             raise ResourceError(
-                f"Workflow '{job.workflow.name}' needs more than this machine has: "
+                f"Workflow '{spec.name}' needs more than this machine has: "
                 + "; ".join(short)
                 + ".",
                 hint="lower 'resources' in the workflow, or run it on a bigger host",

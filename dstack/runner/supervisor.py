@@ -25,7 +25,7 @@ from dstack.providers.base import HostContext, get_provider
 from dstack.runner.finish import fail_pending, finish_job, finish_run
 from dstack.runner.inputs import Input, external_inputs, upstream_inputs
 from dstack.runner.logs import LogReader, format_line
-from dstack.spec.models import Workflow
+from dstack.spec.jobspec import JobSpec
 from dstack.state.db import State
 from dstack.state.records import JobRecord, RunRecord
 from dstack.storage.manifest import Manifest, StatCache
@@ -41,7 +41,7 @@ class StopRequested(Exception):
 @dataclass
 class Running:
     job: JobRecord
-    spec: Workflow
+    spec: JobSpec
     handle: JobHandle
     log: LogReader = field(default_factory=LogReader)
     last_sync: float = 0.0
@@ -141,7 +141,7 @@ class Supervisor:
         return started
 
     def _start(self, job: JobRecord, inputs: list[Input], is_target: bool) -> None:
-        spec = Workflow.model_validate(job.spec)
+        spec = JobSpec.from_dict(job.spec)
         run = self.state.run(self.run_name)
         try:
             inputs = inputs + external_inputs(self.state, spec)
@@ -187,7 +187,7 @@ class Supervisor:
         self,
         run: RunRecord,
         job: JobRecord,
-        spec: Workflow,
+        spec: JobSpec,
         inputs: list[Input],
         manifests: dict[str, Manifest],
         key: str,

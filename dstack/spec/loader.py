@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from dstack.errors import NotFoundError, SpecError
+from dstack.spec.files import variables_file
 from dstack.spec.models import ALIASES, RESOURCE_ALIASES, Resources, Workflow
 from dstack.spec.suggest import did_you_mean
 from dstack.spec.variables import Variables, load_variables, substitute
@@ -16,19 +17,6 @@ from dstack.spec.yamlio import LineDict, LineList, line_of, load_yaml
 
 WORKFLOW_KEYS = sorted({f.alias or n for n, f in Workflow.model_fields.items()} | set(ALIASES))
 RESOURCE_KEYS = sorted(set(Resources.model_fields) | set(RESOURCE_ALIASES))
-
-
-def find_repo_root(start: Path) -> Path:
-    """The nearest folder at or above ``start`` that holds `.dstack/`."""
-    start = start.resolve()
-    for folder in (start, *start.parents):
-        if (folder / ".dstack").is_dir():
-            return folder
-    raise SpecError(
-        f"No .dstack/ folder in {start} or any folder above it.",
-        hint="create .dstack/workflows.yaml at the root of your project "
-        "(see `dstack schema` for the format)",
-    )
 
 
 @dataclass(frozen=True)
@@ -77,7 +65,7 @@ class Project:
                         "and .dstack/workflows/*.yaml; rename one",
                     )
                 raw[name] = RawWorkflow(name, item, display)
-        return cls(root, raw, load_variables(dstack_dir, set(raw)))
+        return cls(root, raw, load_variables(variables_file(root), set(raw)))
 
     def require(self, name: str) -> RawWorkflow:
         if name in self.raw:

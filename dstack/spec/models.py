@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shlex
 from pathlib import PurePosixPath
 from typing import Annotated, Any
@@ -22,46 +21,8 @@ from pydantic import (  # noqa: E402
     model_validator,
 )
 
-_UNITS = {
-    "": None,
-    "b": 1,
-    "k": 1024,
-    "kb": 1024,
-    "kib": 1024,
-    "m": 1024**2,
-    "mb": 1024**2,
-    "mib": 1024**2,
-    "g": 1024**3,
-    "gb": 1024**3,
-    "gib": 1024**3,
-    "t": 1024**4,
-    "tb": 1024**4,
-    "tib": 1024**4,
-}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-
-
-def parse_size(value: Any) -> int:
-    """'16GB' -> bytes (binary units, as RAM is sold); a bare number is refused as ambiguous."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ValueError("expected a size such as 512MB or 16GB")
-    match = _SIZE.match(str(value))
-    unit = match.group(2).lower() if match else None
-    if not match or unit not in _UNITS:
-        raise ValueError(f"'{value}' is not a size; use a number with a unit: 512MB, 16GB, 1TB")
-    factor = _UNITS[unit]
-    if factor is None:
-        raise ValueError(f"'{value}' has no unit; write e.g. {value}GB or {value}MB")
-    return int(float(match.group(1)) * factor)
-
-
-def format_size(size: int) -> str:
-    """Bytes -> the shortest exact-enough human size (16GB, 1.5GB, 512MB)."""
-    for unit, factor in (("TB", 1024**4), ("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
-        if size >= factor:
-            return f"{size / factor:.3g}{unit}"
-    return f"{size}B"
-
+from dstack.spec.jobspec import JobSpec  # noqa: E402
+from dstack.spec.sizes import parse_size  # noqa: E402
 
 Size = Annotated[int, BeforeValidator(parse_size)]
 
@@ -235,13 +196,8 @@ class Workflow(StrictModel):
     def _file_relative(cls, value: str | None) -> str | None:
         return None if value is None else _check_relative(value, "file")
 
-    def upstream(self) -> list[tuple[str, str | None]]:
-        """`depends-on` as (workflow, tag-or-None) pairs."""
-        pairs: list[tuple[str, str | None]] = []
-        for item in self.depends_on:
-            name, _, tag = item.partition(":")
-            pairs.append((name, tag or None))
-        return pairs
+    def to_spec(self) -> JobSpec:
+        return JobSpec.from_dict(self.model_dump(mode="json", by_alias=True))
 
 
 ALIASES: dict[str, str] = {

@@ -34,8 +34,7 @@ class Variables:
         return names
 
 
-def load_variables(dstack_dir: Path, workflow_names: set[str]) -> Variables:
-    path = dstack_dir / "variables.yaml"
+def load_variables(path: Path, workflow_names: set[str]) -> Variables:
     if not path.exists():
         return Variables()
     display = f".dstack/{path.name}"
