@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from dstack.errors import NotFoundError, SpecError
+from dstack.errors import NotFoundError, RunStateError, SpecError
 from dstack.state.db import State
 from dstack.storage.manifest import Manifest, scan_files
 from dstack.storage.store import Store, artifact_key
@@ -35,7 +35,9 @@ def upload_tagged(state: State, store: Store, tag: str, base: Path, paths: list[
     from dstack.tags import tag_run
 
     if tag in {t.name for t in state.tags()}:
-        state.add_tag(tag, "", {})  # raises the clear "already exists" error
+        raise RunStateError(
+            f"Tag '{tag}' already exists.", hint=f"delete it first: dstack tags delete {tag}"
+        )
     rel_paths = []
     for path in paths:
         resolved = path.resolve()

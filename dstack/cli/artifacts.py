@@ -46,7 +46,7 @@ def list_(ref: str = REF, as_json: bool = typer.Option(False, "--json", help="Pr
                     format_size(entry.size) if not entry.link else f"-> {entry.link}",
                 ]
             )
-    table(["JOB", "FILE", "SIZE"], rows)
+    table(["JOB", "FILE", "SIZE"], rows, shrink=("JOB", "FILE"))
 
 
 @app.command(help="Download the files into a folder (default: ./RUN or ./TAG).")

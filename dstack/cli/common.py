@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from typing import Any
@@ -41,14 +42,25 @@ def duration(start: float | None, end: float | None) -> str:
     return f"{seconds}s"
 
 
-def table(columns: list[str], rows: list[list[str]]) -> None:
-    """A plain table that fits 80 columns (rich, imported only here)."""
-    from rich.console import Console
-    from rich.table import Table
+def table(columns: list[str], rows: list[list[str]], shrink: tuple[str, ...] = ()) -> None:
+    """A plain table within the terminal's width (80 when piped). Columns named in ``shrink``
+    are shortened with an ellipsis when space runs out; the others are never cut."""
+    width = shutil.get_terminal_size((80, 24)).columns if sys.stdout.isatty() else 80
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    excess = sum(widths) + 2 * (len(columns) - 1) - width
+    for index in sorted(
+        (i for i, c in enumerate(columns) if c in shrink), key=lambda i: -widths[i]
+    ):
+        if excess <= 0:
+            break
+        cut = min(excess, widths[index] - len(columns[index]))
+        widths[index] -= cut
+        excess -= cut
 
-    view = Table(box=None, pad_edge=False, header_style="bold")
-    for column in columns:
-        view.add_column(column, overflow="fold")
-    for row in rows:
-        view.add_row(*row)
-    Console(width=min(Console().width, 100)).print(view)
+    def cell(text: str, size: int) -> str:
+        return text.ljust(size) if len(text) <= size else text[: size - 1] + "…"
+
+    for row in [columns, *rows]:
+        sys.stdout.write(
+            "  ".join(cell(t, w) for t, w in zip(row, widths, strict=True)).rstrip() + "\n"
+        )

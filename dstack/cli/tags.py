@@ -38,6 +38,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON")) -> N
     table(
         ["TAG", "RUN", "JOBS", "CREATED"],
         [[t.name, t.run_name, ", ".join(sorted(t.manifests)), age(t.created_at)] for t in tags],
+        shrink=("JOBS",),
     )
 
 

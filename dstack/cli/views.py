@@ -55,7 +55,7 @@ def ps(
         sys.stderr.write("No runs yet. Start one with `dstack run WORKFLOW`.\n")
         return
     table(
-        ["RUN", "WORKFLOW", "STATUS", "SUBMITTED", "DURATION", "TAG"],
+        ["RUN", "WORKFLOW", "STATUS", "SUBMITTED", "TOOK", "TAG"],
         [
             [
                 r.name,
@@ -67,6 +67,7 @@ def ps(
             ]
             for r in runs
         ],
+        shrink=("WORKFLOW", "TAG"),
     )
 
 
@@ -237,7 +238,11 @@ def workflows(as_json: bool = JSON) -> None:
     if not rows:
         sys.stderr.write("No workflows in .dstack/ yet.\n")
         return
-    table(["WORKFLOW", "PROVIDER", "HELP"], [[r["name"], r["provider"], r["help"]] for r in rows])
+    table(
+        ["WORKFLOW", "PROVIDER", "HELP"],
+        [[r["name"], r["provider"], r["help"]] for r in rows],
+        shrink=("HELP",),
+    )
 
 
 def schema() -> None:

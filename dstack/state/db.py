@@ -316,16 +316,11 @@ class State:
                 or f"tag a finished run with `dstack tags add {name} -r RUN`, "
                 f"or run with `dstack run WORKFLOW -t {name}`",
             )
-        return TagRecord(
-            row["name"], row["run_name"], row["created_at"], json.loads(row["manifests"])
-        )
+        return TagRecord.from_row(row)
 
     def tags(self) -> list[TagRecord]:
         rows = self.conn.execute("SELECT * FROM tags ORDER BY created_at DESC").fetchall()
-        return [
-            TagRecord(r["name"], r["run_name"], r["created_at"], json.loads(r["manifests"]))
-            for r in rows
-        ]
+        return [TagRecord.from_row(r) for r in rows]
 
     def tags_of_run(self, run_name: str) -> list[str]:
         return [

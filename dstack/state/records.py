@@ -1,18 +1,34 @@
-"""Plain records read from the state database."""
+"""Plain records read from the state database; JSON columns are decoded on the way in."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, TypeVar
 
 FINAL = ("done", "failed", "stopped")
 ACTIVE = ("submitted", "running")
 
+R = TypeVar("R", bound="Record")
+
+
+class Record:
+    """Builds a frozen dataclass from a row whose column names match its fields."""
+
+    JSON: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def from_row(cls: type[R], row: sqlite3.Row) -> R:
+        values = {f.name: row[f.name] for f in fields(cls)}  # type: ignore[arg-type]
+        values |= {name: json.loads(values[name]) for name in cls.JSON}
+        return cls(**values)
+
 
 @dataclass(frozen=True)
-class RunRecord:
+class RunRecord(Record):
+    JSON = frozenset({"args", "variables", "snapshot"})
+
     name: str
     workflow: str
     status: str
@@ -26,28 +42,8 @@ class RunRecord:
     supervisor_start: int | None
     stop_request: str | None
     exit_code: int | None
-    detached: bool
+    detached: int
     snapshot: dict[str, Any]
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> RunRecord:
-        return cls(
-            name=row["name"],
-            workflow=row["workflow"],
-            status=row["status"],
-            created_at=row["created_at"],
-            finished_at=row["finished_at"],
-            repo_dir=row["repo_dir"],
-            args=json.loads(row["args"]),
-            variables=json.loads(row["variables"]),
-            tag=row["tag"],
-            supervisor_pid=row["supervisor_pid"],
-            supervisor_start=row["supervisor_start"],
-            stop_request=row["stop_request"],
-            exit_code=row["exit_code"],
-            detached=bool(row["detached"]),
-            snapshot=json.loads(row["snapshot"]),
-        )
 
     @property
     def finished(self) -> bool:
@@ -55,7 +51,9 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
-class JobRecord:
+class JobRecord(Record):
+    JSON = frozenset({"spec", "upstream", "record"})
+
     run_name: str
     workflow: str
     position: int
@@ -74,35 +72,15 @@ class JobRecord:
     error: str | None
     record: dict[str, Any]
 
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> JobRecord:
-        return cls(
-            run_name=row["run_name"],
-            workflow=row["workflow"],
-            position=row["position"],
-            status=row["status"],
-            spec=json.loads(row["spec"]),
-            upstream=json.loads(row["upstream"]),
-            started_at=row["started_at"],
-            finished_at=row["finished_at"],
-            exit_code=row["exit_code"],
-            pid=row["pid"],
-            pid_start=row["pid_start"],
-            job_dir=row["job_dir"],
-            cache_key=row["cache_key"],
-            reused_from=row["reused_from"],
-            manifest=row["manifest"],
-            error=row["error"],
-            record=json.loads(row["record"]),
-        )
-
     @property
     def finished(self) -> bool:
         return self.status in FINAL
 
 
 @dataclass(frozen=True)
-class TagRecord:
+class TagRecord(Record):
+    JSON = frozenset({"manifests"})
+
     name: str
     run_name: str
     created_at: float
