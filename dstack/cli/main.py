@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from dstack.cli import artifacts, runs, tags, views
+from dstack.cli import artifacts, runs, secrets, tags, views
 
 app = typer.Typer(
     name="dstack",
@@ -23,6 +23,7 @@ runs.register(app)
 views.register(app)
 app.add_typer(artifacts.app, name="artifacts")
 app.add_typer(tags.app, name="tags")
+app.add_typer(secrets.app, name="secrets")
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
+from dstack.secrets import MASK
 from dstack.storage.manifest import Entry, StatCache
 
 LOG, PID, RC = "log", "pid", "rc"
@@ -14,16 +15,20 @@ LOG, PID, RC = "log", "pid", "rc"
 # Runs the job in its own session; each output line gets the time it was written, and the exit
 # code lands in `rc` atomically. On TERM the job decides how to end (its own traps) while the
 # wrapper and the log loop stay to record its last lines and exit code; KILL ends everything.
+# Secrets arrive in env.sh, which is deleted once read; the values of the variables named in
+# $DSTACK_MASK_VARS are replaced by ****** before a line is stored.
 # Only bash is needed on the host ($EPOCHREALTIME: bash >= 5, `date` otherwise).
 WRAPPER = """#!/usr/bin/env bash
 trap true TERM INT
 cd {job_dir}
 echo $$ > {pid}
 set -a; . ./env.sh; set +a
+rm -f ./env.sh
 mkdir -p {workdir} && cd {workdir} || exit 1
 bash {job_dir}/job.sh < /dev/null 2>&1 | {{
   trap '' TERM INT
   while IFS= read -r line || [ -n "$line" ]; do
+    for _v in $DSTACK_MASK_VARS; do line=${{line//"${{!_v}}"/{mask}}}; done
     printf '%s %s\\n' "${{EPOCHREALTIME:-$(date +%s.%N)}}" "$line"
   done >> {job_dir}/{log}
 }}
@@ -35,7 +40,9 @@ exit "$rc"
 
 def wrapper_script(job_dir: str, workdir: str) -> str:
     q = shlex.quote
-    return WRAPPER.format(job_dir=q(job_dir), workdir=q(workdir), pid=PID, log=LOG, rc=RC)
+    return WRAPPER.format(
+        job_dir=q(job_dir), workdir=q(workdir), pid=PID, log=LOG, rc=RC, mask=MASK
+    )
 
 
 def env_script(env: dict[str, str]) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TextIO
 
+from dstack import secrets
 from dstack.execution import procs
 from dstack.execution.base import Executor, JobExit, JobHandle
 from dstack.execution.local import port_env
@@ -207,6 +208,7 @@ class Supervisor:
             "DSTACK_WORKFLOW": job.workflow,
             "PYTHONUNBUFFERED": "1",
             **port_env(spec.ports),
+            **secrets.job_env(self.home),
         }
         if workdir is not None:
             env |= provider.job_env(spec, workdir / "work")
