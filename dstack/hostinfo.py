@@ -85,3 +85,14 @@ def missing_resources(want: ResourcesSpec, host: HostResources) -> list[str]:
             have = ", ".join(f"{g.name} {format_size(g.memory)}" for g in host.gpus) or "no GPUs"
             short.append(f"{what} requested, {len(fitting)} fitting ({have})")
     return short
+
+
+def describe(host: HostResources) -> str:
+    """One line: '8 CPUs, 31.3GB, 2x A100 80GB, 120GB free'."""
+    gpus = "no GPUs"
+    if host.gpus:
+        first = host.gpus[0]
+        gpus = f"{len(host.gpus)}x {first.name} {format_size(first.memory)}"
+    return (
+        f"{host.cpus} CPUs, {format_size(host.memory)}, {gpus}, {format_size(host.disk_free)} free"
+    )

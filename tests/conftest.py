@@ -102,3 +102,33 @@ def wait_for(
 @pytest.fixture
 def waiter() -> Iterator[Callable[..., object]]:
     yield wait_for
+
+
+@pytest.fixture(scope="session")
+def sshd_local() -> Iterator[object]:
+    """A real OpenSSH server on 127.0.0.1 with its own throw-away user."""
+    from sshd import make_server
+
+    server = make_server("local", "dstacktest0")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sshd_hosts() -> Iterator[list[object]]:
+    """Two more servers, each in its own network namespace with its own address and user."""
+    from sshd import add_netns, del_netns, make_server
+
+    servers = []
+    try:
+        for index in (1, 2):
+            address = add_netns(f"dstack-h{index}", index)
+            servers.append(
+                make_server(f"h{index}", f"dstacktest{index}", address, netns=f"dstack-h{index}")
+            )
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+        for index in (1, 2):
+            del_netns(f"dstack-h{index}", index)

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from dstack.cli import artifacts, runs, secrets, tags, views
+from dstack.cli import artifacts, pool, runs, secrets, tags, views
 
 app = typer.Typer(
     name="dstack",
@@ -24,6 +24,7 @@ views.register(app)
 app.add_typer(artifacts.app, name="artifacts")
 app.add_typer(tags.app, name="tags")
 app.add_typer(secrets.app, name="secrets")
+app.add_typer(pool.app, name="pool")
 
 
 def main() -> None:

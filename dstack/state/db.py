@@ -14,7 +14,7 @@ from dstack.errors import HomeError, NotFoundError, RunStateError
 from dstack.home import Home
 from dstack.state.records import ACTIVE, JobRecord, RunRecord, TagRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE runs (
     name TEXT PRIMARY KEY, workflow TEXT NOT NULL, status TEXT NOT NULL,
@@ -36,6 +36,14 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_cache ON jobs(cache_key, status);
 CREATE INDEX jobs_workflow ON jobs(workflow, status, finished_at);
+CREATE TABLE hosts (
+    name TEXT PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL, user TEXT,
+    identity_file TEXT, slots INTEGER NOT NULL, facts TEXT NOT NULL, added_at REAL NOT NULL
+);
+CREATE TABLE leases (
+    host_name TEXT NOT NULL, slot INTEGER NOT NULL, run_name TEXT NOT NULL,
+    workflow TEXT NOT NULL, since REAL NOT NULL, PRIMARY KEY (host_name, slot)
+);
 CREATE TABLE tags (
     name TEXT PRIMARY KEY, run_name TEXT NOT NULL, created_at REAL NOT NULL,
     manifests TEXT NOT NULL

@@ -1,0 +1,1 @@
+"""SSH to own servers through Fabric: pinned host keys, one probe of resources, clear errors."""
