@@ -39,11 +39,10 @@ class SSHServer:
         Path("/run/sshd").mkdir(exist_ok=True)
         subprocess.run([SSHD, "-t", "-f", str(config)], check=True)
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
-        self.proc = subprocess.Popen(
-            [*prefix, SSHD, "-D", "-e", "-f", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.folder / "sshd.log", "wb"),
-        )
+        with open(self.folder / "sshd.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [*prefix, SSHD, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=log
+            )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self._accepts():
