@@ -12,7 +12,7 @@ from dstack.errors import NotFoundError, RunStateError
 from dstack.ssh.connect import HostAddress
 from dstack.ssh.probe import HostFacts
 from dstack.state.db import State
-from dstack.state.records import ACTIVE
+from dstack.state.records import IN_ACTIVE
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,7 @@ class Pool:
         """Take a free slot of the host atomically; None when all are taken."""
         with self.state.transaction() as c:
             c.execute(  # leases of runs that ended (or vanished) free their slots
-                "DELETE FROM leases WHERE run_name NOT IN (SELECT name FROM runs WHERE status IN (?,?,?))",
-                (*ACTIVE, "waiting"),
+                f"DELETE FROM leases WHERE run_name NOT IN (SELECT name FROM runs WHERE status {IN_ACTIVE})"
             )
             used = {
                 r[0] for r in c.execute("SELECT slot FROM leases WHERE host_name = ?", (host.name,))

@@ -41,7 +41,9 @@ class SSHServer:
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         with open(self.folder / "sshd.log", "wb") as log:
             self.proc = subprocess.Popen(
-                [*prefix, SSHD, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=log
+                [*prefix, SSHD, "-D", "-e", "-f", str(config)],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
             )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

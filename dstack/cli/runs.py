@@ -27,6 +27,11 @@ def run(
     detach: bool = typer.Option(False, "-d", "--detach", help="Run in the background"),
     tag: str | None = typer.Option(None, "-t", "--tag", help="Tag the run when it succeeds"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Re-run up-to-date upstream jobs"),
+    backend: str | None = typer.Option(None, "--backend", help="Only this backend: local or ssh"),
+    host: str | None = typer.Option(None, "--host", help="Only this host (a pool name, or local)"),
+    no_wait: bool = typer.Option(
+        False, "--no-wait", help="Fail instead of waiting for a busy host"
+    ),
 ) -> None:
     from dstack.cli.common import open_state
     from dstack.runner.launch import prepare, record
@@ -36,7 +41,14 @@ def run(
     home, state = open_state()
     store = Store.open(home)
     repo = find_repo_root(Path.cwd())
-    sub = prepare(home, state, store, repo, workflow, list(ctx.args), tag)
+    if backend not in (None, "local", "ssh"):
+        from dstack.errors import SpecError
+
+        raise SpecError(
+            f"Unknown backend '{backend}'.", hint="use --backend local or --backend ssh"
+        )
+    placement = {"backend": backend, "host": host, "no_wait": no_wait}
+    sub = prepare(home, state, store, repo, workflow, list(ctx.args), tag, placement)
     name = record(state, sub, tag, detach)
     _start(name, detach, no_cache, [j[0] for j in sub.jobs])
 

@@ -115,3 +115,6 @@ class Executor(ABC):
     @abstractmethod
     def local_path(self, job_dir: str) -> Path | None:
         """The job folder on this machine, when it is here."""
+
+    def cleanup(self, job_dir: str) -> None:
+        """Remove the job's folder once its artifacts and log are safe (hosts only)."""

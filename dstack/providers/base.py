@@ -30,8 +30,8 @@ class Provider(ABC):
     def check_host(self, wf: JobSpec, which: Callable[[str], bool]) -> None:
         """Refuse when the chosen host lacks what the job needs (an interpreter, a tool)."""
 
-    def job_env(self, wf: JobSpec, workdir: Path) -> dict[str, str]:
-        """Extra environment for the job, computed from its working copy."""
+    def job_env(self, wf: JobSpec, files: dict[str, str]) -> dict[str, str]:
+        """Extra environment for the job, from the files of its working copy (path -> sha256)."""
         return {}
 
     @abstractmethod

@@ -37,13 +37,12 @@ class PythonProvider(Provider):
                 "to use python3",
             )
 
-    def job_env(self, wf: JobSpec, workdir: Path) -> dict[str, str]:
+    def job_env(self, wf: JobSpec, files: dict[str, str]) -> dict[str, str]:
         """The venv's cache key: (requirements hash, python version)."""
         if not wf.requirements:
             return {}
-        requirements = (workdir / wf.requirements).read_bytes()
-        key = hashlib.sha256(requirements + b"\0" + interpreter(wf).encode()).hexdigest()[:16]
-        return {"DSTACK_VENV_ID": key}
+        material = f"{files.get(wf.requirements, '')}\0{interpreter(wf)}"
+        return {"DSTACK_VENV_ID": hashlib.sha256(material.encode()).hexdigest()[:16]}
 
     def script(self, wf: JobSpec, host: HostContext) -> str:
         python = interpreter(wf)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
-from dstack.execution.base import Executor, JobExit
+from dstack.execution.base import LOG, Executor, JobExit
+from dstack.home import Home
 from dstack.spec.jobspec import JobSpec
 from dstack.state.db import State
 from dstack.state.records import JobRecord
@@ -26,7 +28,21 @@ def seal_artifacts(
     return key
 
 
+def mirror_log(home: Home, executor: Executor, job: JobRecord) -> Path:
+    """Copy what the local copy of a host job's log lacks; returns the local log's path."""
+    local = home.job_dir(job.run_name, job.workflow) / LOG
+    if job.job_dir and executor.local_path(job.job_dir) is None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        have = local.stat().st_size if local.exists() else 0
+        data = executor.adopt(job.job_dir, job.pid or 0, job.pid_start).read_log(have)
+        if data:
+            with open(local, "ab") as out:
+                out.write(data)
+    return local
+
+
 def finish_job(
+    home: Home,
     state: State,
     store: Store,
     executor: Executor,
@@ -35,9 +51,15 @@ def finish_job(
     stopped: bool,
     cache: StatCache,
 ) -> str:
-    """Seal the artifacts, then record the final status; returns that status."""
+    """Seal the artifacts and the log, free the host, then record the final status."""
+    from dstack.pool import Pool
+
     ok = result.code == 0 and not stopped
     manifest = seal_artifacts(store, executor, job, ok, cache)
+    mirror_log(home, executor, job)
+    if job.job_dir:
+        executor.cleanup(job.job_dir)
+    Pool(state).release(job.run_name, job.workflow)
     status = "done" if ok else "stopped" if stopped else "failed"
     error = (
         None

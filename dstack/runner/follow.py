@@ -1,11 +1,15 @@
-"""Following a run's logs from any process: used by `logs -f` and `attach`."""
+"""Following a run's logs from any process: used by `logs -f` and `attach`.
+
+Logs are read from DSTACK_HOME: the job's own log here, or the supervisor's copy of a host
+job's log."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TextIO
 
-from dstack.execution.local import LocalExecutor
+from dstack.execution.base import LOG
 from dstack.home import Home
 from dstack.runner.logs import LogReader, format_line
 from dstack.runner.recover import recover
@@ -24,7 +28,6 @@ def follow(
 ) -> int | None:
     """Print the run's logs; with ``keep_following`` until it ends. Returns its exit code."""
     store = Store.open(home)
-    executor = LocalExecutor(home, store)
     readers: dict[str, LogReader] = {}
     while True:
         recover(home, state, store)
@@ -35,8 +38,9 @@ def follow(
             if not job.job_dir or job.reused_from:
                 continue
             reader = readers.setdefault(job.workflow, LogReader())
-            handle = executor.adopt(job.job_dir, job.pid or 0, job.pid_start)
-            lines = list(reader.feed(handle.read_log(reader.offset)))
+            lines = list(
+                reader.feed(_read(home.job_dir(run_name, job.workflow) / LOG, reader.offset))
+            )
             if job.finished:
                 lines += reader.close()
             for stamp, text in lines:
@@ -49,3 +53,12 @@ def follow(
         if run.finished or not keep_following:
             return run.exit_code
         time.sleep(0.2)
+
+
+def _read(path: Path, offset: int) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            return handle.read()
+    except FileNotFoundError:
+        return b""

@@ -26,6 +26,7 @@ class Submission:
     variables: dict[str, Any]
     snapshot: Snapshot
     jobs: list[tuple[str, dict[str, Any], list[str]]]
+    placement: dict[str, Any]
 
 
 def prepare(
@@ -36,10 +37,11 @@ def prepare(
     workflow: str,
     tokens: list[str],
     tag: str | None,
+    placement: dict[str, Any],
 ) -> Submission:
     """Everything that can be refused is refused here, before a run exists."""
     plan = plan_run(home.root / "cache" / "plans", repo, workflow, tokens)
-    check_plan(plan, repo, home.root)
+    check_plan(plan, repo, home, state, placement)
     for job in plan.jobs:
         external_inputs(state, job.spec)
     if tag is not None and tag in {t.name for t in state.tags()}:
@@ -49,7 +51,7 @@ def prepare(
         )
     snapshot = capture(repo, store)
     jobs = [(j.data["name"], j.data, j.upstream) for j in plan.jobs]
-    return Submission(workflow, repo, plan.run_args, plan.variables, snapshot, jobs)
+    return Submission(workflow, repo, plan.run_args, plan.variables, snapshot, jobs, placement)
 
 
 def record(state: State, sub: Submission, tag: str | None, detached: bool) -> str:
@@ -62,6 +64,7 @@ def record(state: State, sub: Submission, tag: str | None, detached: bool) -> st
         {**sub.snapshot.to_dict(), "key": sub.snapshot.key},
         sub.jobs,
         detached,
+        sub.placement,
     )
 
 

@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dstack import __version__
-from dstack.errors import ResourceError, SpecError
-from dstack.hostinfo import local_resources, missing_resources
+from dstack.errors import SpecError
+from dstack.home import Home
 from dstack.providers.base import get_provider
+from dstack.runner.placement import LOCAL, candidates, fitting
 from dstack.spec.files import variables_file, workflow_files
 from dstack.spec.jobspec import JobSpec
 from dstack.spec.suggest import did_you_mean
 from dstack.spec.variables import split_run_args
 from dstack.spec.yamlio import line_of
+from dstack.state.db import State
 
 if TYPE_CHECKING:
     from dstack.spec.loader import Project
@@ -126,11 +128,11 @@ def plan_run(cache_dir: Path, repo: Path, target: str, tokens: list[str]) -> Pla
     return plan
 
 
-def check_plan(plan: Plan, repo: Path, disk_path: Path) -> None:
-    """Providers' checks and this machine's resources, before anything is created."""
+def check_plan(plan: Plan, repo: Path, home: Home, state: State, placement: dict[str, Any]) -> None:
+    """Providers' checks and the hosts' resources, before anything is created."""
     specs = [(job, job.spec) for job in plan.jobs]
     wants_gpu = any(spec.resources.gpu and spec.resources.gpu.count for _, spec in specs)
-    host = local_resources(disk_path, with_gpus=wants_gpu)
+    found = candidates(home, state, placement, with_gpus=wants_gpu)
     for job, spec in specs:
         wd = spec.working_dir
         if wd and not (repo / wd).is_dir():
@@ -141,12 +143,5 @@ def check_plan(plan: Plan, repo: Path, disk_path: Path) -> None:
             )
         provider = get_provider(spec.provider, job.file)
         provider.check(spec, repo, job.file)
-        provider.check_host(spec, lambda command: shutil.which(command) is not None)
-        short = missing_resources(spec.resources, host)
-        if short:
-            raise ResourceError(
-                f"Workflow '{spec.name}' needs more than this machine has: "
-                + "; ".join(short)
-                + ".",
-                hint="lower 'resources' in the workflow, or run it on a bigger host",
-            )
+        if [c.name for c in fitting(spec, found)] == [LOCAL]:
+            provider.check_host(spec, lambda command: shutil.which(command) is not None)

@@ -23,24 +23,24 @@ def recover(home: Home, state: State, store: Store | None = None) -> None:
             continue
         if procs.alive(run.supervisor_pid, run.supervisor_start):
             continue
-        from dstack.execution.local import LocalExecutor
+        from dstack.execution.factory import executor_of_job
         from dstack.runner.finish import fail_pending, finish_job, finish_run
         from dstack.storage.manifest import StatCache
 
         store = store or Store.open(home)
-        executor = LocalExecutor(home, store)
         cache = StatCache()
         still_running = False
         for job in state.jobs(run.name):
             if job.finished:
                 continue
             if job.status == "running" and job.pid and job.job_dir:
+                executor = executor_of_job(home, store, state, job.record)
                 result = executor.adopt(job.job_dir, job.pid, job.pid_start).poll()
                 if result is None:
                     still_running = True
                     continue
-                finish_job(state, store, executor, job, result, bool(run.stop_request), cache)
-            elif job.status == "submitted":
+                finish_job(home, state, store, executor, job, result, bool(run.stop_request), cache)
+            elif job.status in ("submitted", "waiting"):
                 fail_pending(state, job, "the supervisor ended before the job started")
         if not still_running:
             finish_run(state, run.name, run.workflow, stopped=bool(run.stop_request))

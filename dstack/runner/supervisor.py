@@ -18,14 +18,18 @@ from types import FrameType
 from typing import TextIO
 
 from dstack import secrets
+from dstack.errors import ResourceError
 from dstack.execution import procs
 from dstack.execution.base import Executor, JobExit, JobHandle
+from dstack.execution.factory import ssh_executor
 from dstack.execution.local import port_env
 from dstack.home import Home
+from dstack.pool import Pool
 from dstack.providers.base import HostContext, get_provider
-from dstack.runner.finish import fail_pending, finish_job, finish_run
+from dstack.runner.finish import fail_pending, finish_job, finish_run, mirror_log
 from dstack.runner.inputs import Input, external_inputs, upstream_inputs
 from dstack.runner.logs import LogReader, format_line
+from dstack.runner.placement import candidates, fitting
 from dstack.spec.jobspec import JobSpec
 from dstack.state.db import State
 from dstack.state.records import JobRecord, RunRecord
@@ -44,6 +48,7 @@ class Running:
     job: JobRecord
     spec: JobSpec
     handle: JobHandle
+    executor: Executor
     log: LogReader = field(default_factory=LogReader)
     last_sync: float = 0.0
     live_json: bytes = b""
@@ -125,7 +130,7 @@ class Supervisor:
     def _start_ready(self, jobs: dict[str, JobRecord], target: str) -> bool:
         started = False
         for job in jobs.values():
-            if job.status != "submitted" or job.workflow in self.running:
+            if job.status not in ("submitted", "waiting") or job.workflow in self.running:
                 continue
             ups = [jobs[u] for u in job.upstream]
             if any(u.status in ("failed", "stopped") for u in ups):
@@ -184,6 +189,28 @@ class Supervisor:
         )
         return True
 
+    def _place(self, run: RunRecord, job: JobRecord, spec: JobSpec) -> Executor | None:
+        """The executor of the first fitting host with a free slot; None while all are busy."""
+        wants_gpu = bool(spec.resources.gpu and spec.resources.gpu.count)
+        fits = fitting(spec, candidates(self.home, self.state, run.placement, wants_gpu))
+        for candidate in fits:
+            if candidate.host is None:
+                return self.executor
+            if Pool(self.state).claim(candidate.host, self.run_name, job.workflow):
+                return ssh_executor(self.home, self.store, self.state, candidate.name)
+        busy = ", ".join(c.name for c in fits)
+        if run.placement.get("no_wait"):
+            raise ResourceError(f"every host that fits is busy ({busy}) and --no-wait was given")
+        if job.status != "waiting":
+            self.state.update_job(
+                self.run_name,
+                job.workflow,
+                status="waiting",
+                error=f"waiting for a free host: {busy}",
+            )
+            self._note(f"{job.workflow} is waiting for a free host ({busy} busy)")
+        return None
+
     def _launch(
         self,
         run: RunRecord,
@@ -193,15 +220,35 @@ class Supervisor:
         manifests: dict[str, Manifest],
         key: str,
     ) -> None:
-        ex = self.executor
+        ex = self._place(run, job, spec)
+        if ex is None:
+            return
+        try:
+            self._launch_on(ex, run, job, spec, inputs, manifests, key)
+        except BaseException:
+            Pool(self.state).release(self.run_name, job.workflow)
+            raise
+
+    def _launch_on(
+        self,
+        ex: Executor,
+        run: RunRecord,
+        job: JobRecord,
+        spec: JobSpec,
+        inputs: list[Input],
+        manifests: dict[str, Manifest],
+        key: str,
+    ) -> None:
         provider = get_provider(spec.provider)
         provider.check_host(spec, ex.which)
         job_dir = ex.job_dir(self.run_name, job.workflow)
-        ex.place(job_dir, self.store.get_manifest(run.snapshot["key"]).entries)
+        snapshot = self.store.get_manifest(run.snapshot["key"]).entries
+        ex.place(job_dir, snapshot)
+        files = {e.path: e.sha256 for e in snapshot}
         for item in inputs:
             ex.place(job_dir, manifests[item.manifest].entries)
+            files |= {e.path: e.sha256 for e in manifests[item.manifest].entries}
         ex.make_dirs(job_dir, [a.path for a in spec.artifacts])
-        workdir = ex.local_path(job_dir)
         env = {k: (v if v is not None else os.environ.get(k, "")) for k, v in spec.env.items()}
         env |= {
             "DSTACK_RUN": self.run_name,
@@ -210,8 +257,7 @@ class Supervisor:
             **port_env(spec.ports),
             **secrets.job_env(self.home),
         }
-        if workdir is not None:
-            env |= provider.job_env(spec, workdir / "work")
+        env |= provider.job_env(spec, files)
         script = provider.script(spec, HostContext(ex.venv_cache()))
         handle = ex.start(job_dir, spec.working_dir or ".", script, env)
         record = {
@@ -245,13 +291,13 @@ class Supervisor:
             record=record,
         )
         fresh = next(j for j in self.state.jobs(self.run_name) if j.workflow == job.workflow)
-        self.running[job.workflow] = Running(fresh, spec, handle)
+        self.running[job.workflow] = Running(fresh, spec, handle, ex)
 
     # while running -----------------------------------------------------------------------
 
     def _pump(self, item: Running) -> bool:
-        data = item.handle.read_log(item.log.offset)
-        for _stamp, text in item.log.feed(data):
+        data = self._read_log(item)
+        for _, text in item.log.feed(data):
             self._say(item.job.workflow, text)
         now = time.monotonic()
         if now - item.last_sync >= LIVE_SYNC_INTERVAL:
@@ -263,11 +309,21 @@ class Supervisor:
         self._finish(item, result, stopped=False)
         return True
 
+    def _read_log(self, item: Running) -> bytes:
+        """New log bytes, always from the local file (a host job's log is mirrored first)."""
+        local = mirror_log(self.home, item.executor, item.job)
+        try:
+            with open(local, "rb") as handle:
+                handle.seek(item.log.offset)
+                return handle.read()
+        except FileNotFoundError:
+            return b""
+
     def _sync_live(self, item: Running) -> None:
         mounts = [a.path for a in item.spec.artifacts if a.mount]
         if not mounts or not item.job.job_dir:
             return
-        entries = self.executor.collect(item.job.job_dir, mounts, self.cache)
+        entries = item.executor.collect(item.job.job_dir, mounts, self.cache)
         manifest = Manifest(entries, "live", mounts)
         raw = manifest.to_json()
         if raw != item.live_json:
@@ -278,11 +334,11 @@ class Supervisor:
                 self.state.update_job(self.run_name, item.job.workflow, manifest=key)
 
     def _finish(self, item: Running, result: JobExit, stopped: bool) -> None:
-        lines = [*item.log.feed(item.handle.read_log(item.log.offset)), *item.log.close()]
+        lines = [*item.log.feed(self._read_log(item)), *item.log.close()]
         for _, text in lines:
             self._say(item.job.workflow, text)
         status = finish_job(
-            self.state, self.store, self.executor, item.job, result, stopped, self.cache
+            self.home, self.state, self.store, item.executor, item.job, result, stopped, self.cache
         )
         del self.running[item.job.workflow]
         if status == "failed" and self.prefix_lines:

@@ -12,7 +12,7 @@ from typing import Any
 
 from dstack.errors import HomeError, NotFoundError, RunStateError
 from dstack.home import Home
-from dstack.state.records import ACTIVE, JobRecord, RunRecord, TagRecord
+from dstack.state.records import IN_ACTIVE, JobRecord, RunRecord, TagRecord
 
 SCHEMA_VERSION = 2
 SCHEMA = """
@@ -21,7 +21,8 @@ CREATE TABLE runs (
     created_at REAL NOT NULL, finished_at REAL, repo_dir TEXT NOT NULL,
     args TEXT NOT NULL, variables TEXT NOT NULL, tag TEXT,
     supervisor_pid INTEGER, supervisor_start INTEGER, stop_request TEXT,
-    exit_code INTEGER, detached INTEGER NOT NULL DEFAULT 0, snapshot TEXT NOT NULL
+    exit_code INTEGER, detached INTEGER NOT NULL DEFAULT 0, snapshot TEXT NOT NULL,
+    placement TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX runs_created ON runs(created_at);
 CREATE INDEX runs_status ON runs(status);
@@ -134,7 +135,14 @@ class State:
                 return
             for statement in SCHEMA.split(";"):
                 if statement.strip():
-                    c.execute(statement)
+                    c.execute(
+                        statement.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS").replace(
+                            "CREATE INDEX", "CREATE INDEX IF NOT EXISTS"
+                        )
+                    )
+            columns = {row[1] for row in c.execute("PRAGMA table_info(runs)")}
+            if "placement" not in columns:  # a version 1 database
+                c.execute("ALTER TABLE runs ADD COLUMN placement TEXT NOT NULL DEFAULT '{}'")
             c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
@@ -163,16 +171,16 @@ class State:
         snapshot: dict[str, Any],
         jobs: Sequence[tuple[str, dict[str, Any], list[str]]],
         detached: bool = False,
-        name: str | None = None,
+        placement: dict[str, Any] | None = None,
     ) -> str:
         """Insert a run and its jobs (in topological order) atomically; returns the run name."""
         for _ in range(100):
-            candidate = name or _new_run_name()
+            candidate = _new_run_name()
             try:
                 with self.transaction() as c:
                     c.execute(
                         "INSERT INTO runs (name, workflow, status, created_at, repo_dir, args, "
-                        "variables, tag, detached, snapshot) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        "variables, tag, detached, snapshot, placement) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                         (
                             candidate,
                             workflow,
@@ -184,6 +192,7 @@ class State:
                             tag,
                             int(detached),
                             json.dumps(snapshot),
+                            json.dumps(placement or {}),
                         ),
                     )
                     c.executemany(
@@ -196,8 +205,7 @@ class State:
                     )
                 return candidate
             except sqlite3.IntegrityError:
-                if name:
-                    raise RunStateError(f"A run named '{name}' already exists.") from None
+                continue
         raise RunStateError("Could not find a free run name.")
 
     def run(self, name: str) -> RunRecord:
@@ -222,15 +230,15 @@ class State:
             rows = self.conn.execute("SELECT * FROM runs ORDER BY created_at DESC").fetchall()
         else:
             rows = self.conn.execute(
-                "SELECT * FROM runs WHERE status IN (?, ?) UNION "
+                f"SELECT * FROM runs WHERE status {IN_ACTIVE} UNION "
                 "SELECT * FROM (SELECT * FROM runs ORDER BY created_at DESC LIMIT ?) "
                 "ORDER BY created_at DESC",
-                (*ACTIVE, recent),
+                (recent,),
             ).fetchall()
         return [RunRecord.from_row(r) for r in rows]
 
     def active_runs(self) -> list[RunRecord]:
-        rows = self.conn.execute("SELECT * FROM runs WHERE status IN (?, ?)", ACTIVE).fetchall()
+        rows = self.conn.execute(f"SELECT * FROM runs WHERE status {IN_ACTIVE}").fetchall()
         return [RunRecord.from_row(r) for r in rows]
 
     def update_run(self, name: str, **fields: Any) -> None:
@@ -243,8 +251,8 @@ class State:
         with self.transaction() as c:
             cur = c.execute(
                 "UPDATE runs SET status = ?, exit_code = ?, finished_at = ? "
-                "WHERE name = ? AND status IN (?, ?)",
-                (status, exit_code, time.time(), name, *ACTIVE),
+                f"WHERE name = ? AND status {IN_ACTIVE}",
+                (status, exit_code, time.time(), name),
             )
             return cur.rowcount == 1
 
@@ -269,8 +277,7 @@ class State:
         where = "run_name = ? AND workflow = ?"
         params: list[Any] = [*values, run_name, workflow]
         if only_if_active:
-            where += " AND status IN (?, ?)"
-            params += ACTIVE
+            where += f" AND status {IN_ACTIVE}"
         with self.transaction() as c:
             return c.execute(f"UPDATE jobs SET {sets} WHERE {where}", params).rowcount == 1
 

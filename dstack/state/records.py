@@ -8,7 +8,8 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TypeVar
 
 FINAL = ("done", "failed", "stopped")
-ACTIVE = ("submitted", "running")
+ACTIVE = ("submitted", "waiting", "running")
+IN_ACTIVE = "IN (" + ", ".join(f"'{s}'" for s in ACTIVE) + ")"
 
 R = TypeVar("R", bound="Record")
 
@@ -27,7 +28,7 @@ class Record:
 
 @dataclass(frozen=True)
 class RunRecord(Record):
-    JSON = frozenset({"args", "variables", "snapshot"})
+    JSON = frozenset({"args", "variables", "snapshot", "placement"})
 
     name: str
     workflow: str
@@ -44,6 +45,7 @@ class RunRecord(Record):
     exit_code: int | None
     detached: int
     snapshot: dict[str, Any]
+    placement: dict[str, Any]
 
     @property
     def finished(self) -> bool:

@@ -39,6 +39,9 @@ class BlobStore:
             self._known.add(sha)
         return sha
 
+    def has(self, sha: str) -> bool:
+        return sha in self._known or self.objects.exists(blob_key(sha))
+
     def get(self, sha: str, dest: Path, label: str) -> None:
         """Write the blob to ``dest`` atomically, refusing bytes whose hash is not ``sha``."""
         dest.parent.mkdir(parents=True, exist_ok=True)

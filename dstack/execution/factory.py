@@ -1,0 +1,23 @@
+"""Which executor runs (or ran) a job: this machine, or a pool host over SSH."""
+
+from __future__ import annotations
+
+from dstack.execution.base import Executor
+from dstack.execution.local import LocalExecutor
+from dstack.home import Home
+from dstack.state.db import State
+from dstack.storage.store import Store
+
+
+def ssh_executor(home: Home, store: Store, state: State, host_name: str) -> Executor:
+    from dstack.execution.ssh import SSHExecutor
+    from dstack.pool import Pool
+
+    return SSHExecutor(Pool(state).host(host_name), store, home.root / "known_hosts")
+
+
+def executor_of_job(home: Home, store: Store, state: State, record: dict[str, object]) -> Executor:
+    """From a job's record; jobs recorded before placement existed ran here."""
+    if record.get("backend") == "ssh":
+        return ssh_executor(home, store, state, str(record["host"]))
+    return LocalExecutor(home, store)

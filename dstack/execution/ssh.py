@@ -1,0 +1,210 @@
+"""The SSH executor: the same job wrapper as on this machine, run on a pool host over Fabric.
+
+Files move through a content-addressed cache on the host (`~/.dstack/blobs`): only blobs the
+host has never seen are uploaded, and the working copy is assembled there from the cache.
+Artifacts come back the same way: only files whose hash the store lacks are downloaded.
+"""
+
+from __future__ import annotations
+
+import shlex
+import tempfile
+import time
+from pathlib import Path
+
+from dstack.execution.base import (
+    LOG,
+    PID,
+    RC,
+    Executor,
+    JobExit,
+    JobHandle,
+    env_script,
+    wrapper_script,
+)
+from dstack.pool import PoolHost
+from dstack.ssh.remote import Remote
+from dstack.storage.blobs import file_sha256
+from dstack.storage.manifest import Entry, StatCache, safe_relative
+from dstack.storage.store import Store
+
+q = shlex.quote
+
+_MISSING_BLOBS = (
+    'mkdir -p "$1"; while read -r h || [ -n "$h" ]; do [ -f "$1/$h" ] || echo "$h"; done'
+)
+_ASSEMBLE = r"""
+cd "$1" || exit 1
+blobs=$2
+declare -A made
+while IFS=$'\t' read -r kind value path; do
+  dir=${path%/*}
+  if [ "$dir" != "$path" ] && [ -z "${made[$dir]}" ]; then mkdir -p -- "$dir"; made[$dir]=1; fi
+  if [ "$kind" = L ]; then ln -sfn -- "$value" "$path"
+  else cp -f -- "$blobs/$kind" "$path" && chmod "$value" "$path"; fi
+done
+"""
+_LIST = r"""
+cd "$1" || exit 1; shift
+for p in "$@"; do
+  [ -e "$p" ] || [ -L "$p" ] || continue
+  find "$p" \( -type f -o -type l \) -printf '%y\t%s\t%T@\t%m\t%l\t%p\n'
+done
+"""
+_POLL = r"""
+if [ -f "$1/rc" ]; then echo "rc $(cat "$1/rc")"
+elif [ "$(cut -d' ' -f22 "/proc/$2/stat" 2>/dev/null)" = "$3" ] && \
+     ! grep -q '^State:.*Z' "/proc/$2/status" 2>/dev/null; then echo running
+else echo gone; fi
+"""
+
+
+class SSHJob(JobHandle):
+    def __init__(self, remote: Remote, job_dir: str, pid: int, pid_start: int | None) -> None:
+        self.remote, self.job_dir, self.pid, self.pid_start = remote, job_dir, pid, pid_start
+
+    def poll(self) -> JobExit | None:
+        out = self.remote.check(
+            f"bash -c {q(_POLL)} _ {q(self.job_dir)} {self.pid} {self.pid_start}"
+        )
+        word, _, code = out.decode().strip().partition(" ")
+        if word == "rc":
+            return JobExit(int(code))
+        if word == "running":
+            return None
+        return JobExit(255, "the job's process vanished on the host")
+
+    def read_log(self, offset: int) -> bytes:
+        return self.remote.exec(f"tail -c +{offset + 1} {q(self.job_dir + '/' + LOG)} 2>/dev/null")[
+            1
+        ]
+
+    def stop(self, abort: bool, grace: float = 10.0) -> None:
+        if not abort:
+            self.remote.exec(f"kill -TERM -- -{self.pid} 2>/dev/null")
+            deadline = time.monotonic() + grace
+            while self.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+        self.remote.exec(f"kill -KILL -- -{self.pid} 2>/dev/null")
+
+
+class SSHExecutor(Executor):
+    backend = "ssh"
+
+    def __init__(self, host: PoolHost, store: Store, known_hosts: Path) -> None:
+        self.host, self.store = host, store
+        self.remote = Remote(host.address, known_hosts)
+        self.root = f"{host.facts.home}/.dstack"
+        self._hashes: dict[tuple[str, str], tuple[str, str, str]] = {}
+
+    def host_name(self) -> str:
+        return self.host.name
+
+    def which(self, command: str) -> bool:
+        return self.remote.exec(f"command -v {q(command)}")[0] == 0
+
+    def venv_cache(self) -> str:
+        return f"{self.root}/venvs"
+
+    def job_dir(self, run: str, workflow: str) -> str:
+        return f"{self.root}/runs/{run}/{workflow}"
+
+    def place(self, job_dir: str, entries: list[Entry], subdir: str = "work") -> None:
+        blobs = f"{self.root}/blobs"
+        wanted = sorted({e.sha256 for e in entries if e.link is None})
+        missing = self.remote.check(
+            f"bash -c {q(_MISSING_BLOBS)} _ {q(blobs)}", "\n".join(wanted).encode()
+        )
+        for sha in missing.decode().split():
+            self._upload_blob(sha, f"{blobs}/{sha}")
+        lines = [
+            f"L\t{e.link}\t{e.path}" if e.link is not None else f"{e.sha256}\t{e.mode:o}\t{e.path}"
+            for e in entries
+        ]
+        target = f"{job_dir}/{subdir}"
+        self.remote.check(
+            f"mkdir -p {q(target)} && bash -c {q(_ASSEMBLE)} _ {q(target)} {q(blobs)}",
+            "\n".join(lines).encode() + b"\n",
+        )
+
+    def _upload_blob(self, sha: str, remote_path: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / sha
+            self.store.blobs.get(sha, local, sha)
+            self.remote.put(local, f"{remote_path}.part")
+        self.remote.check(f"mv -f {q(remote_path + '.part')} {q(remote_path)}")
+
+    def make_dirs(self, job_dir: str, paths: list[str]) -> None:
+        if paths:
+            self.remote.check("mkdir -p -- " + " ".join(q(f"{job_dir}/work/{p}") for p in paths))
+
+    def start(self, job_dir: str, workdir: str, script: str, env: dict[str, str]) -> JobHandle:
+        self.remote.check(f"mkdir -p {q(job_dir)} && rm -f {q(job_dir)}/{{{PID},{RC},{LOG}}}")
+        self.remote.put_bytes(script.encode(), f"{job_dir}/job.sh")
+        self.remote.put_bytes(env_script(env).encode(), f"{job_dir}/env.sh", mode=0o600)
+        self.remote.put_bytes(
+            wrapper_script(job_dir, f"{job_dir}/work/{workdir}").encode(), f"{job_dir}/wrapper.sh"
+        )
+        # Not joined with && (the channel would stay open until the job ends), no pty (the job
+        # would die with the connection).
+        self.remote.check(
+            f"cd {q(job_dir)}; setsid nohup bash wrapper.sh > /dev/null 2>&1 < /dev/null &"
+        )
+        out = self.remote.check(
+            f"cd {q(job_dir)}; for i in $(seq 250); do [ -s {PID} ] && break; sleep 0.02; done; "
+            f"p=$(cat {PID}); echo \"$p $(cut -d' ' -f22 /proc/$p/stat 2>/dev/null)\""
+        )
+        pid, _, started = out.decode().strip().partition(" ")
+        return SSHJob(self.remote, job_dir, int(pid), int(started) if started else None)
+
+    def adopt(self, job_dir: str, pid: int, pid_start: int | None) -> JobHandle:
+        return SSHJob(self.remote, job_dir, pid, pid_start)
+
+    def collect(self, job_dir: str, paths: list[str], cache: StatCache) -> list[Entry]:
+        out = self.remote.check(
+            f"bash -c {q(_LIST)} _ {q(job_dir + '/work')} " + " ".join(q(p) for p in paths)
+        )
+        listed = [
+            line.split("\t", 5) for line in out.decode().splitlines() if line.count("\t") == 5
+        ]
+        changed = [
+            row[5]
+            for row in listed
+            if row[0] == "f" and self._hashes.get((job_dir, row[5]), ("",))[:2] != (row[1], row[2])
+        ]
+        if changed:
+            sums = self.remote.check(
+                f"cd {q(job_dir + '/work')} && xargs -0 sha256sum --",
+                b"\0".join(p.encode() for p in changed),
+            )
+            stat = {row[5]: (row[1], row[2]) for row in listed}
+            for line in sums.decode().splitlines():
+                sha, _, name = line.partition("  ")
+                self._hashes[(job_dir, name)] = (*stat[name], sha)
+        entries = []
+        for kind, size, _, mode, link, path in listed:
+            safe_relative(path)
+            if kind == "l":
+                entries.append(Entry(path, 0, 0o777, link=link))
+                continue
+            sha = self._hashes[(job_dir, path)][2]
+            if self.store.blobs.has(sha) or self._download(f"{job_dir}/work/{path}", sha):
+                entries.append(Entry(path, int(size), int(mode, 8), sha))
+            else:  # it changed while we copied it: forget its hash, the next sync takes it
+                del self._hashes[(job_dir, path)]
+        return entries
+
+    def _download(self, remote_path: str, sha: str) -> bool:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "blob"
+            self.remote.get(remote_path, local)
+            if file_sha256(local) != sha:
+                return False
+            self.store.blobs.put(local, sha)
+            return True
+
+    def local_path(self, job_dir: str) -> Path | None:
+        return None
+
+    def cleanup(self, job_dir: str) -> None:
+        self.remote.exec(f"rm -rf {q(job_dir)}; rmdir {q(job_dir.rsplit('/', 1)[0])} 2>/dev/null")

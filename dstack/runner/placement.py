@@ -1,0 +1,64 @@
+"""The one matcher of jobs to hosts: this machine and the pool's servers, filtered by what the
+run allows (--backend, --host) and by each job's minimum resources."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dstack.config import local_enabled
+from dstack.errors import NotFoundError, ResourceError
+from dstack.home import Home
+from dstack.hostinfo import HostResources, describe, local_resources, missing_resources
+from dstack.pool import Pool, PoolHost
+from dstack.spec.jobspec import JobSpec
+from dstack.state.db import State
+
+LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    resources: HostResources
+    host: PoolHost | None = None
+
+
+def candidates(
+    home: Home, state: State, placement: dict[str, Any], with_gpus: bool
+) -> list[Candidate]:
+    backend, only = placement.get("backend"), placement.get("host")
+    found: list[Candidate] = []
+    if backend in (None, LOCAL) and only in (None, LOCAL) and local_enabled(home):
+        found.append(Candidate(LOCAL, local_resources(home.root, with_gpus)))
+    if backend in (None, "ssh"):
+        found += [
+            Candidate(h.name, h.facts.resources, h)
+            for h in Pool(state).hosts()
+            if only in (None, h.name)
+        ]
+    if only not in (None, LOCAL) and not any(c.name == only for c in found):
+        raise NotFoundError(f"No host named '{only}' in the pool.", hint="see `dstack pool list`")
+    return found
+
+
+def fitting(spec: JobSpec, found: list[Candidate]) -> list[Candidate]:
+    """The candidates the job fits on, in order of preference; an error saying why when none."""
+    fits = [c for c in found if not missing_resources(spec.resources, c.resources)]
+    if fits:
+        return fits
+    if not found:
+        raise ResourceError(
+            f"No host may run workflow '{spec.name}': this machine is switched off "
+            "(or excluded by --backend/--host) and the pool is empty.",
+            hint="add a server with `dstack pool add`, or drop --backend/--host",
+        )
+    reasons = "\n".join(
+        f"  {c.name} ({describe(c.resources)}): "
+        + "; ".join(missing_resources(spec.resources, c.resources))
+        for c in found
+    )
+    raise ResourceError(
+        f"No host fits workflow '{spec.name}':\n{reasons}",
+        hint="lower 'resources' in the workflow, or add a bigger server to the pool",
+    )

@@ -1,0 +1,193 @@
+"""Jobs on own servers over real SSH: placement, execution, logs, stop, artifacts, secrets."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from conftest import Project, wait_for
+from sshd import SSHServer
+
+
+def pool_add(project: Project, name: str, server: SSHServer, *extra: str) -> None:
+    done = project.dstack(
+        "pool",
+        "add",
+        name,
+        "--host",
+        server.host,
+        "--port",
+        str(server.port),
+        "--user",
+        server.user,
+        "--identity-file",
+        str(server.key),
+        *extra,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture
+def pooled(project: Project, sshd_hosts: list[SSHServer]) -> Project:
+    """A project whose pool holds the two namespace hosts h1 and h2."""
+    pool_add(project, "h1", sshd_hosts[0])
+    pool_add(project, "h2", sshd_hosts[1])
+    return project
+
+
+def test_job_runs_on_the_named_host_with_artifacts_and_logs(
+    pooled: Project, sshd_hosts: list[SSHServer]
+) -> None:
+    pooled.workflows("""
+        workflows:
+          - name: remote
+            commands:
+              - echo "on $(whoami) in $(pwd | sed 's|/home/[^/]*/||')"
+              - cat data.txt
+              - mkdir -p out && echo result > out/r.txt
+            artifacts: [out]
+    """)
+    pooled.write("data.txt", "from the snapshot\n")
+    done = pooled.dstack("run", "remote", "--host", "h1")
+    assert done.returncode == 0, done.stderr
+    run = pooled.last_run()["name"]
+    assert done.stdout == f"on dstacktest1 in .dstack/runs/{run}/remote/work\nfrom the snapshot\n"
+    job = pooled.inspect(run)["jobs"][0]
+    assert (job["backend"], job["host"]) == ("ssh", "h1")
+    assert pooled.dstack("logs", run, check=True).stdout == done.stdout
+    files = json.loads(pooled.dstack("artifacts", "list", run, "--json", check=True).stdout)
+    assert [f["path"] for f in files["remote"]["files"]] == ["out/r.txt"]
+    assert sshd_hosts[0].ssh(f"test -e ~/.dstack/runs/{run} || echo gone").strip() == "gone", (
+        "the host's run folder is removed once its artifacts are safe"
+    )
+
+
+def test_jobs_on_two_hosts_run_in_parallel(pooled: Project) -> None:
+    pooled.workflows("""
+        workflows:
+          - {name: a, commands: ['date +%s.%N', sleep 1, 'date +%s.%N', whoami]}
+          - {name: b, commands: ['date +%s.%N', sleep 1, 'date +%s.%N', whoami]}
+          - {name: both, depends-on: [a, b], commands: [echo joined]}
+    """)
+    done = pooled.dstack("run", "both", "--backend", "ssh")
+    assert done.returncode == 0, done.stderr
+    lines = {}
+    for line in done.stdout.splitlines():
+        job, _, text = line.partition(" | ")
+        lines.setdefault(job, []).append(text)
+    assert {lines["a"][-1], lines["b"][-1]} == {"dstacktest1", "dstacktest2"}
+    a0, a1, b0, b1 = (float(x) for x in (*lines["a"][:2], *lines["b"][:2]))
+    assert a0 < b1 and b0 < a1, "a and b overlapped on different hosts"
+
+
+def test_nothing_fits_lists_each_host_and_why(pooled: Project) -> None:
+    pooled.workflows(
+        "workflows:\n  - {name: huge, commands: [x], resources: {gpu: {count: 1, name: A100}}}\n"
+    )
+    done = pooled.dstack("run", "huge")
+    assert done.returncode == 1 and "No host fits workflow 'huge'" in done.stderr
+    for name in ("local", "h1", "h2"):
+        assert f"  {name} (" in done.stderr
+    assert "1 GPU A100 requested, 0 fitting (no GPUs)" in done.stderr
+    unknown = pooled.dstack("run", "huge", "--host", "h9")
+    assert unknown.returncode == 1 and "No host named 'h9'" in unknown.stderr
+
+
+def test_busy_host_makes_the_run_wait_or_fail_with_no_wait(pooled: Project) -> None:
+    pooled.workflows(
+        "workflows:\n  - {name: hold, commands: [echo started, sleep 30]}\n"
+        "  - {name: quick, commands: [echo quick]}\n"
+    )
+    pooled.dstack("run", "hold", "--host", "h1", "-d", check=True)
+    holder = pooled.last_run()["name"]
+    wait_for(lambda: "started" in pooled.dstack("logs", holder).stdout, timeout=30)
+    refused = pooled.dstack("run", "quick", "--host", "h1", "--no-wait")
+    assert refused.returncode == 1 and "busy" in refused.stdout + refused.stderr
+    waiting = pooled.popen("run", "quick", "--host", "h1")
+    waiter = wait_for(
+        lambda: next(
+            (
+                r
+                for r in pooled.ps()
+                if r["name"] != holder and r["status"] == "running" and r["workflow"] == "quick"
+            ),
+            None,
+        )
+    )
+    job = wait_for(
+        lambda: [j for j in pooled.inspect(waiter["name"])["jobs"] if j["status"] == "waiting"]
+    )
+    assert "waiting for a free host: h1" in job[0]["error"]
+    pool = json.loads(pooled.dstack("pool", "list", "--json", check=True).stdout)
+    assert {h["name"]: h["status"] for h in pool} == {"h1": "busy", "h2": "free"}
+    pooled.dstack("stop", holder, "-x", check=True)
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0 and out == "quick\n", err
+    assert "waiting for a free host (h1 busy)" in err
+
+
+def test_stop_kills_the_whole_process_group_on_the_host(
+    pooled: Project, sshd_hosts: list[SSHServer]
+) -> None:
+    pooled.workflows("""
+        workflows:
+          - name: tree
+            commands:
+              - (sleep 300 & echo $! > /tmp/dstack-child-$DSTACK_RUN; wait) &
+              - echo started
+              - sleep 300
+    """)
+    pooled.dstack("run", "tree", "--host", "h2", "-d", check=True)
+    run = pooled.last_run()["name"]
+    wait_for(lambda: "started" in pooled.dstack("logs", run).stdout, timeout=30)
+    child = sshd_hosts[1].ssh(f"cat /tmp/dstack-child-{run}").strip()
+    assert sshd_hosts[1].ssh(f"kill -0 {child} && echo alive").strip() == "alive"
+    pooled.dstack("stop", run, check=True)
+    assert pooled.last_run()["status"] == "stopped"
+    assert wait_for(
+        lambda: sshd_hosts[1].ssh(f"kill -0 {child} 2>/dev/null || echo dead").strip() == "dead"
+    )
+
+
+def test_mount_artifact_from_host_is_in_the_store_while_running(pooled: Project) -> None:
+    pooled.workflows("""
+        workflows:
+          - name: live
+            commands: [sleep 1, echo step > ckpt/step.txt, sleep 30]
+            artifacts: [{path: ckpt, mount: true}]
+    """)
+    pooled.dstack("run", "live", "--host", "h1", "-d", check=True)
+    run = pooled.last_run()["name"]
+
+    def listed() -> bool:
+        done = pooled.dstack("artifacts", "list", run, "--json")
+        return done.returncode == 0 and "ckpt/step.txt" in done.stdout
+
+    began = time.monotonic()
+    wait_for(listed, timeout=20, interval=0.2)
+    assert time.monotonic() - began < 1 + 2 + 3, "written at 1 s, listed within 2 s plus transfer"
+    pooled.dstack("stop", run, "-x", check=True)
+
+
+def test_secrets_are_masked_for_host_jobs_too(pooled: Project) -> None:
+    done = pooled.dstack("secrets", "add", "TOKEN", "hush-hush-123", check=True)
+    assert done.returncode == 0
+    pooled.workflows("workflows:\n  - {name: s, commands: ['echo token=$TOKEN']}\n")
+    ran = pooled.dstack("run", "s", "--host", "h2", check=True)
+    assert ran.stdout == "token=******\n"
+
+
+def test_python_provider_builds_its_venv_on_the_host(
+    pooled: Project, sshd_hosts: list[SSHServer]
+) -> None:
+    pooled.workflows(
+        "workflows:\n  - {name: py, provider: python, script: s.py, requirements: req.txt}\n"
+    )
+    pooled.write("s.py", "import sys\nprint(sys.prefix.split('/.dstack/')[1].split('/')[0])\n")
+    pooled.write("req.txt", "# nothing to install\n")
+    first = pooled.dstack("run", "py", "--host", "h1", check=True, timeout=300)
+    assert first.stdout.splitlines()[-1] == "venvs"
+    assert "building the Python environment" in first.stdout
+    again = pooled.dstack("run", "py", "--host", "h1", check=True)
+    assert again.stdout == "venvs\n"
