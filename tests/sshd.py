@@ -64,6 +64,13 @@ class SSHServer:
             self.proc.terminate()
             self.proc.wait(timeout=10)
 
+    def restart_dropping_connections(self, down_for: float) -> None:
+        """Stop sshd and kill every open session of its user, stay down a while, start again."""
+        self.stop()
+        subprocess.run(["pkill", "-KILL", "-f", f"sshd: {self.user}"], capture_output=True)
+        time.sleep(down_for)
+        self.start()
+
     def new_host_key(self) -> None:
         """As if the server were reinstalled: a different host key on the same address."""
         self.stop()

@@ -191,3 +191,44 @@ def test_python_provider_builds_its_venv_on_the_host(
     assert "building the Python environment" in first.stdout
     again = pooled.dstack("run", "py", "--host", "h1", check=True)
     assert again.stdout == "venvs\n"
+
+
+def test_dropped_connection_loses_and_doubles_no_line(
+    pooled: Project, sshd_hosts: list[SSHServer]
+) -> None:
+    pooled.workflows("""
+        workflows:
+          - name: count
+            commands: ['for i in $(seq 1 40); do echo "line $i"; sleep 0.1; done']
+    """)
+    proc = pooled.popen("run", "count", "--host", "h2")
+    run = wait_for(
+        lambda: next((r["name"] for r in pooled.ps() if r["status"] == "running"), None), timeout=30
+    )
+    wait_for(lambda: "line 3\n" in pooled.dstack("logs", str(run)).stdout, timeout=30)
+    sshd_hosts[1].restart_dropping_connections(down_for=1.5)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out == "".join(f"line {i}\n" for i in range(1, 41))
+
+
+def test_detached_host_job_can_be_attached_after_its_supervisor_is_gone(pooled: Project) -> None:
+    import os
+    import signal
+
+    pooled.workflows("""
+        workflows:
+          - name: slow
+            commands: ['for i in $(seq 1 30); do echo "tick $i"; sleep 0.1; done']
+            artifacts: [out]
+    """)
+    pooled.dstack("run", "slow", "--host", "h1", "-d", check=True)
+    run = pooled.last_run()["name"]
+    wait_for(lambda: "tick 2\n" in pooled.dstack("logs", run).stdout, timeout=30)
+    home_db = __import__("sqlite3").connect(pooled.home / "state.db")
+    pid = home_db.execute("SELECT supervisor_pid FROM runs WHERE name = ?", (run,)).fetchone()[0]
+    os.kill(pid, signal.SIGKILL)
+    attach = pooled.dstack("attach", run, timeout=120)
+    assert attach.returncode == 0, attach.stderr
+    assert attach.stdout == "".join(f"tick {i}\n" for i in range(1, 31))
+    assert pooled.last_run()["status"] == "done"

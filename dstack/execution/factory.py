@@ -9,15 +9,25 @@ from dstack.state.db import State
 from dstack.storage.store import Store
 
 
-def ssh_executor(home: Home, store: Store, state: State, host_name: str) -> Executor:
+def ssh_executor(
+    home: Home, store: Store, state: State, host_name: str, patient: bool = True
+) -> Executor:
+    """``patient``: keep reconnecting for a minute (a supervisor), or give up in seconds (a view)."""
     from dstack.execution.ssh import SSHExecutor
     from dstack.pool import Pool
 
-    return SSHExecutor(Pool(state).host(host_name), store, home.root / "known_hosts")
+    return SSHExecutor(
+        Pool(state).host(host_name),
+        store,
+        home.root / "known_hosts",
+        retry_for=60.0 if patient else 3.0,
+    )
 
 
-def executor_of_job(home: Home, store: Store, state: State, record: dict[str, object]) -> Executor:
+def executor_of_job(
+    home: Home, store: Store, state: State, record: dict[str, object], patient: bool = True
+) -> Executor:
     """From a job's record; jobs recorded before placement existed ran here."""
     if record.get("backend") == "ssh":
-        return ssh_executor(home, store, state, str(record["host"]))
+        return ssh_executor(home, store, state, str(record["host"]), patient)
     return LocalExecutor(home, store)

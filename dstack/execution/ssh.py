@@ -91,9 +91,11 @@ class SSHJob(JobHandle):
 class SSHExecutor(Executor):
     backend = "ssh"
 
-    def __init__(self, host: PoolHost, store: Store, known_hosts: Path) -> None:
+    def __init__(
+        self, host: PoolHost, store: Store, known_hosts: Path, retry_for: float = 60.0
+    ) -> None:
         self.host, self.store = host, store
-        self.remote = Remote(host.address, known_hosts)
+        self.remote = Remote(host.address, known_hosts, retry_for)
         self.root = f"{host.facts.home}/.dstack"
         self._hashes: dict[tuple[str, str], tuple[str, str, str]] = {}
 

@@ -1,27 +1,37 @@
 """Recovery: runs whose supervisor died are shown truthfully, never stuck as running forever.
 
-A job whose process still runs stays `running` (it really is); one that ended gets its
-artifacts sealed and its status from its exit code; jobs never started fail. Every view calls
-this first; it costs one query when nothing is active.
+When a job of such a run still runs, a new detached supervisor takes the run over (streaming
+its log, syncing artifacts, starting what comes next), so `attach` works again. When none
+does, jobs that ended get their artifacts sealed and their status from their exit code, and
+jobs never started fail. Every view calls this first; it costs one query when nothing is active.
 """
 
 from __future__ import annotations
 
 import time
 
+from dstack.errors import DstackError
 from dstack.execution import procs
 from dstack.home import Home
-from dstack.state.db import State
+from dstack.state.db import RESUMING, State
+from dstack.state.records import RunRecord
 from dstack.storage.store import Store
 
 STARTUP_GRACE = 10.0
 
 
+def _supervised(run: RunRecord) -> bool:
+    """A live supervisor, or one being started (give it a few seconds to record itself)."""
+    if run.supervisor_pid is None:
+        return time.time() - run.created_at < STARTUP_GRACE
+    if run.supervisor_pid == RESUMING:
+        return time.time() - (run.supervisor_start or 0) < STARTUP_GRACE
+    return procs.alive(run.supervisor_pid, run.supervisor_start)
+
+
 def recover(home: Home, state: State, store: Store | None = None) -> None:
     for run in state.active_runs():
-        if run.supervisor_pid is None and time.time() - run.created_at < STARTUP_GRACE:
-            continue
-        if procs.alive(run.supervisor_pid, run.supervisor_start):
+        if _supervised(run):
             continue
         from dstack.execution.factory import executor_of_job
         from dstack.runner.finish import fail_pending, finish_job, finish_run
@@ -34,8 +44,11 @@ def recover(home: Home, state: State, store: Store | None = None) -> None:
             if job.finished:
                 continue
             if job.status == "running" and job.pid and job.job_dir:
-                executor = executor_of_job(home, store, state, job.record)
-                result = executor.adopt(job.job_dir, job.pid, job.pid_start).poll()
+                executor = executor_of_job(home, store, state, job.record, patient=False)
+                try:
+                    result = executor.adopt(job.job_dir, job.pid, job.pid_start).poll()
+                except DstackError:  # its host does not answer now: the new supervisor retries
+                    result = None
                 if result is None:
                     still_running = True
                     continue
@@ -44,3 +57,7 @@ def recover(home: Home, state: State, store: Store | None = None) -> None:
                 fail_pending(state, job, "the supervisor ended before the job started")
         if not still_running:
             finish_run(state, run.name, run.workflow, stopped=bool(run.stop_request))
+        elif state.claim_supervision(run.name, run.supervisor_pid, run.supervisor_start):
+            from dstack.runner.launch import start_detached
+
+            start_detached(home, state, run.name, no_cache=False)

@@ -20,8 +20,8 @@ from typing import TextIO
 from dstack import secrets
 from dstack.errors import ResourceError
 from dstack.execution import procs
-from dstack.execution.base import Executor, JobExit, JobHandle
-from dstack.execution.factory import ssh_executor
+from dstack.execution.base import LOG, Executor, JobExit, JobHandle
+from dstack.execution.factory import executor_of_job, ssh_executor
 from dstack.execution.local import port_env
 from dstack.home import Home
 from dstack.pool import Pool
@@ -84,6 +84,7 @@ class Supervisor:
             supervisor_pid=os.getpid(),
             supervisor_start=procs.start_time(os.getpid()),
         )
+        self._adopt_running()
         try:
             self._loop(run)
         except (KeyboardInterrupt, StopRequested):
@@ -99,6 +100,18 @@ class Supervisor:
         if status == "done" and run.tag:
             self._tag(run.tag)
         return code
+
+    def _adopt_running(self) -> None:
+        """Take over jobs an earlier supervisor of this run started (a resumed run)."""
+        for job in self.state.jobs(self.run_name):
+            if job.status == "running" and job.pid and job.job_dir:
+                ex = executor_of_job(self.home, self.store, self.state, job.record)
+                log = self.home.job_dir(self.run_name, job.workflow) / LOG
+                offset = log.stat().st_size if log.exists() else 0
+                handle = ex.adopt(job.job_dir, job.pid, job.pid_start)
+                self.running[job.workflow] = Running(
+                    job, JobSpec.from_dict(job.spec), handle, ex, LogReader(offset)
+                )
 
     def _loop(self, run: RunRecord) -> None:
         idle = 0.005

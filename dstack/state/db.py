@@ -105,6 +105,9 @@ _NOUNS = (
 )
 
 
+RESUMING = -1  # supervisor_pid while a new supervisor for a run is being started
+
+
 def _new_run_name() -> str:
     return f"{random.choice(_ADJECTIVES)}-{random.choice(_NOUNS)}-{random.randint(1, 9999)}"
 
@@ -253,6 +256,16 @@ class State:
                 "UPDATE runs SET status = ?, exit_code = ?, finished_at = ? "
                 f"WHERE name = ? AND status {IN_ACTIVE}",
                 (status, exit_code, time.time(), name),
+            )
+            return cur.rowcount == 1
+
+    def claim_supervision(self, name: str, pid: int | None, started: int | None) -> bool:
+        """Take over a run whose supervisor is gone; only one process wins."""
+        with self.transaction() as c:
+            cur = c.execute(
+                "UPDATE runs SET supervisor_pid = ?, supervisor_start = ? "
+                "WHERE name = ? AND supervisor_pid IS ? AND supervisor_start IS ?",
+                (RESUMING, int(time.time()), name, pid, started),
             )
             return cur.rowcount == 1
 
