@@ -77,4 +77,4 @@ class Secrets:
 def job_env(home: Home) -> dict[str, str]:
     """The secrets as a job's environment, plus the list of variables its logs must mask."""
     values = Secrets(home).values()
-    return {**values, "DSTACK_MASK_VARS": " ".join(sorted(values))} if values else {}
+    return {**values, "DSTACK_MASK_VARS": " ".join(sorted(values))}

@@ -18,7 +18,19 @@ class Project:
 
     def __init__(self, root: Path, home: Path) -> None:
         self.root, self.home = root, home
+        self.procs: list[subprocess.Popen[str]] = []
         (root / ".dstack").mkdir(parents=True, exist_ok=True)
+
+    def cleanup(self) -> None:
+        """After a test, pass or fail: no dstack process and no job of it is left running."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        if (self.home / "state.db").exists():
+            for run in self.ps():
+                if run["status"] in ("submitted", "waiting", "running"):
+                    self.dstack("stop", run["name"], "-x")
 
     def write(self, rel: str, text: str) -> Path:
         path = self.root / rel
@@ -55,7 +67,7 @@ class Project:
         return done
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "dstack", *args],
             cwd=self.root,
             env=self.env(),
@@ -63,6 +75,8 @@ class Project:
             stderr=subprocess.PIPE,
             text=True,
         )
+        self.procs.append(proc)
+        return proc
 
     def ps(self, all_runs: bool = True) -> list[dict]:  # type: ignore[type-arg]
         import json
@@ -80,10 +94,12 @@ class Project:
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project]:
     home = tmp_path / "home"
     monkeypatch.setenv("DSTACK_HOME", str(home))
-    return Project(tmp_path / "repo", home)
+    made = Project(tmp_path / "repo", home)
+    yield made
+    made.cleanup()
 
 
 def wait_for(

@@ -16,7 +16,9 @@ JSON = typer.Option(False, "--json", help="Print JSON instead of a table")
 def register(app: typer.Typer) -> None:
     app.command(help="List runs: active ones and the latest finished (-a: all).")(ps)
     app.command(help="Print a run's logs (-f: follow until it ends).")(logs)
-    app.command(help="Follow a running run's logs; Ctrl-C detaches, the run goes on.")(attach)
+    app.command(
+        help="Follow a running run's logs (and forward its ports); Ctrl-C detaches, the run goes on."
+    )(attach)
     app.command(help="Stop a run: TERM its jobs, KILL after 10 s (-x: KILL at once).")(stop)
     app.command(help="Delete a finished run, its logs and untagged artifacts.")(rm)
     app.command(help="Show a run's reproducibility record: code, spec, variables, inputs, host.")(
@@ -89,14 +91,26 @@ def logs(
 
 def attach(run_name: str = typer.Argument(..., metavar="RUN")) -> None:
     from dstack.runner.follow import follow
+    from dstack.runner.ports import open_for_job
+    from dstack.ssh.forward import Forwards
 
     home, state = open_state()
     state.run(run_name)
+    forwards = Forwards()
     try:
-        code = follow(home, state, run_name, sys.stdout, keep_following=True)
+        code = follow(
+            home,
+            state,
+            run_name,
+            sys.stdout,
+            keep_following=True,
+            on_running=lambda job: open_for_job(home, state, job, forwards, sys.stderr),
+        )
     except KeyboardInterrupt:
         sys.stderr.write(f"\nDetached; {run_name} goes on. Stop it with: dstack stop {run_name}\n")
         raise typer.Exit(130) from None
+    finally:
+        forwards.close()
     final = state.run(run_name)
     sys.stderr.write(f"Run {run_name} {final.status}\n")
     raise typer.Exit(code or 0)

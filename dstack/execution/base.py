@@ -116,5 +116,12 @@ class Executor(ABC):
     def local_path(self, job_dir: str) -> Path | None:
         """The job folder on this machine, when it is here."""
 
+    @abstractmethod
+    def free_ports(self, count: int) -> list[int]:
+        """Ports nothing listens on, on the host, for $PORT_0..."""
+
+    def close(self) -> None:
+        """Let go of connections to the host."""
+
     def cleanup(self, job_dir: str) -> None:
         """Remove the job's folder once its artifacts and log are safe (hosts only)."""

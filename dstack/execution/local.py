@@ -12,6 +12,7 @@ from pathlib import Path
 from dstack.execution import procs
 from dstack.execution.base import LOG, RC, Executor, JobExit, JobHandle, env_script, wrapper_script
 from dstack.home import Home
+from dstack.ssh.forward import free_local_port
 from dstack.storage.manifest import Entry, StatCache, materialize, scan_files
 from dstack.storage.store import Store
 
@@ -75,12 +76,6 @@ class LocalJob(JobHandle):
             self.proc.wait()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class LocalExecutor(Executor):
     backend = "local"
 
@@ -136,7 +131,5 @@ class LocalExecutor(Executor):
     def local_path(self, job_dir: str) -> Path | None:
         return Path(job_dir)
 
-
-def port_env(count: int) -> dict[str, str]:
-    """$PORT_0… for a job on this machine: free local ports, nothing to forward."""
-    return {f"PORT_{i}": str(free_port()) for i in range(count)}
+    def free_ports(self, count: int) -> list[int]:
+        return [free_local_port() for _ in range(count)]

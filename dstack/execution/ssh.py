@@ -51,6 +51,13 @@ for p in "$@"; do
   find "$p" \( -type f -o -type l \) -printf '%y\t%s\t%T@\t%m\t%l\t%p\n'
 done
 """
+_FREE_PORTS = """
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+"""
 _POLL = r"""
 if [ -f "$1/rc" ]; then echo "rc $(cat "$1/rc")"
 elif [ "$(cut -d' ' -f22 "/proc/$2/stat" 2>/dev/null)" = "$3" ] && \
@@ -207,6 +214,15 @@ class SSHExecutor(Executor):
 
     def local_path(self, job_dir: str) -> Path | None:
         return None
+
+    def free_ports(self, count: int) -> list[int]:
+        if not count:
+            return []
+        out = self.remote.check(f"python3 -c {q(_FREE_PORTS)} {count}")
+        return [int(p) for p in out.split()]
+
+    def close(self) -> None:
+        self.remote.close()
 
     def cleanup(self, job_dir: str) -> None:
         self.remote.exec(f"rm -rf {q(job_dir)}; rmdir {q(job_dir.rsplit('/', 1)[0])} 2>/dev/null")

@@ -23,6 +23,12 @@ class HostContext:
 
 class Provider(ABC):
     name: str = ""
+    ports: int = 0  # ports the provider itself needs ($PORT_0...)
+    masked: tuple[str, ...] = ()  # variables whose values never appear in logs (tokens)
+
+    def url_path(self, env: dict[str, str]) -> str:
+        """What to append to the forwarded URL of $PORT_0 (e.g. a login token)."""
+        return ""
 
     def check(self, wf: JobSpec, repo: Path, file: str) -> None:
         """Refuse before anything starts: missing files or fields."""
@@ -59,9 +65,16 @@ def quote_all(words: list[str]) -> str:
 def get_provider(name: str, file: str = ".dstack/workflows.yaml") -> Provider:
     """Look the provider up by name among the built-ins and installed plug-ins."""
     from dstack.providers.bash import BashProvider
+    from dstack.providers.dev import CodeProvider, JupyterProvider, NotebookProvider
     from dstack.providers.python import PythonProvider
 
-    builtin: dict[str, type[Provider]] = {"bash": BashProvider, "python": PythonProvider}
+    builtin: dict[str, type[Provider]] = {
+        "bash": BashProvider,
+        "python": PythonProvider,
+        "lab": JupyterProvider,
+        "notebook": NotebookProvider,
+        "code": CodeProvider,
+    }
     if name in builtin:
         return builtin[name]()
     plugins = {ep.name: ep for ep in entry_points(group="dstack.providers")}

@@ -6,6 +6,7 @@ job's log."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -14,6 +15,7 @@ from dstack.home import Home
 from dstack.runner.logs import LogReader, format_line
 from dstack.runner.recover import recover
 from dstack.state.db import State
+from dstack.state.records import JobRecord
 from dstack.storage.store import Store
 
 
@@ -25,10 +27,13 @@ def follow(
     keep_following: bool,
     timestamps: bool = False,
     only: str | None = None,
+    on_running: Callable[[JobRecord], None] | None = None,
 ) -> int | None:
-    """Print the run's logs; with ``keep_following`` until it ends. Returns its exit code."""
+    """Print the run's logs; with ``keep_following`` until it ends. Returns its exit code.
+    ``on_running`` is called once for each job seen running (attach forwards its ports)."""
     store = Store.open(home)
     readers: dict[str, LogReader] = {}
+    seen_running: set[str] = set()
     while True:
         recover(home, state, store)
         run = state.run(run_name)
@@ -37,6 +42,9 @@ def follow(
         for job in jobs:
             if not job.job_dir or job.reused_from:
                 continue
+            if on_running and job.status == "running" and job.workflow not in seen_running:
+                seen_running.add(job.workflow)
+                on_running(job)
             reader = readers.setdefault(job.workflow, LogReader())
             lines = list(
                 reader.feed(_read(home.job_dir(run_name, job.workflow) / LOG, reader.offset))

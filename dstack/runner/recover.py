@@ -46,13 +46,18 @@ def recover(home: Home, state: State, store: Store | None = None) -> None:
             if job.status == "running" and job.pid and job.job_dir:
                 executor = executor_of_job(home, store, state, job.record, patient=False)
                 try:
-                    result = executor.adopt(job.job_dir, job.pid, job.pid_start).poll()
-                except DstackError:  # its host does not answer now: the new supervisor retries
-                    result = None
-                if result is None:
-                    still_running = True
-                    continue
-                finish_job(home, state, store, executor, job, result, bool(run.stop_request), cache)
+                    try:
+                        result = executor.adopt(job.job_dir, job.pid, job.pid_start).poll()
+                    except DstackError:  # its host does not answer now: a new supervisor retries
+                        result = None
+                    if result is None:
+                        still_running = True
+                        continue
+                    finish_job(
+                        home, state, store, executor, job, result, bool(run.stop_request), cache
+                    )
+                finally:
+                    executor.close()
             elif job.status in ("submitted", "waiting"):
                 fail_pending(state, job, "the supervisor ended before the job started")
         if not still_running:

@@ -22,7 +22,6 @@ from dstack.errors import ResourceError
 from dstack.execution import procs
 from dstack.execution.base import LOG, Executor, JobExit, JobHandle
 from dstack.execution.factory import executor_of_job, ssh_executor
-from dstack.execution.local import port_env
 from dstack.home import Home
 from dstack.pool import Pool
 from dstack.providers.base import HostContext, get_provider
@@ -30,7 +29,9 @@ from dstack.runner.finish import fail_pending, finish_job, finish_run, mirror_lo
 from dstack.runner.inputs import Input, external_inputs, upstream_inputs
 from dstack.runner.logs import LogReader, format_line
 from dstack.runner.placement import candidates, fitting
+from dstack.runner.ports import announce, forward_ports, save_access
 from dstack.spec.jobspec import JobSpec
+from dstack.ssh.forward import Forwards
 from dstack.state.db import State
 from dstack.state.records import JobRecord, RunRecord
 from dstack.storage.manifest import Manifest, StatCache
@@ -72,6 +73,8 @@ class Supervisor:
         self.cache = StatCache()
         self.stopping: str | None = None
         self.prefix_lines = len(state.jobs(run_name)) > 1
+        self.forwards = Forwards()
+        self.opened: list[Executor] = []
 
     # the loop ---------------------------------------------------------------------------
 
@@ -94,6 +97,9 @@ class Supervisor:
             raise
         finally:
             signal.signal(signal.SIGTERM, previous)
+            self.forwards.close()
+            for executor in self.opened:
+                executor.close()
         status, code = finish_run(
             self.state, self.run_name, run.workflow, self.stopping is not None
         )
@@ -105,13 +111,18 @@ class Supervisor:
         """Take over jobs an earlier supervisor of this run started (a resumed run)."""
         for job in self.state.jobs(self.run_name):
             if job.status == "running" and job.pid and job.job_dir:
-                ex = executor_of_job(self.home, self.store, self.state, job.record)
+                ex = self._keep(executor_of_job(self.home, self.store, self.state, job.record))
                 log = self.home.job_dir(self.run_name, job.workflow) / LOG
                 offset = log.stat().st_size if log.exists() else 0
                 handle = ex.adopt(job.job_dir, job.pid, job.pid_start)
                 self.running[job.workflow] = Running(
                     job, JobSpec.from_dict(job.spec), handle, ex, LogReader(offset)
                 )
+
+    def _keep(self, executor: Executor) -> Executor:
+        """Remember a host executor so its connection is closed when the run ends."""
+        self.opened.append(executor)
+        return executor
 
     def _loop(self, run: RunRecord) -> None:
         idle = 0.005
@@ -210,7 +221,7 @@ class Supervisor:
             if candidate.host is None:
                 return self.executor
             if Pool(self.state).claim(candidate.host, self.run_name, job.workflow):
-                return ssh_executor(self.home, self.store, self.state, candidate.name)
+                return self._keep(ssh_executor(self.home, self.store, self.state, candidate.name))
         busy = ", ".join(c.name for c in fits)
         if run.placement.get("no_wait"):
             raise ResourceError(f"every host that fits is busy ({busy}) and --no-wait was given")
@@ -262,17 +273,23 @@ class Supervisor:
             ex.place(job_dir, manifests[item.manifest].entries)
             files |= {e.path: e.sha256 for e in manifests[item.manifest].entries}
         ex.make_dirs(job_dir, [a.path for a in spec.artifacts])
+        ports = ex.free_ports(max(spec.ports, provider.ports))
         env = {k: (v if v is not None else os.environ.get(k, "")) for k, v in spec.env.items()}
         env |= {
             "DSTACK_RUN": self.run_name,
             "DSTACK_WORKFLOW": job.workflow,
             "PYTHONUNBUFFERED": "1",
-            **port_env(spec.ports),
+            **{f"PORT_{i}": str(port) for i, port in enumerate(ports)},
             **secrets.job_env(self.home),
         }
         env |= provider.job_env(spec, files)
+        masked = [*env.get("DSTACK_MASK_VARS", "").split(), *provider.masked]
+        env["DSTACK_MASK_VARS"] = " ".join(masked)
         script = provider.script(spec, HostContext(ex.venv_cache()))
         handle = ex.start(job_dir, spec.working_dir or ".", script, env)
+        if ports:
+            access = save_access(self.home, self.run_name, job.workflow, provider.url_path(env))
+            self._open_ports(job.workflow, ex, ports, access)
         record = {
             "commit": run.snapshot.get("commit"),
             "branch": run.snapshot.get("branch"),
@@ -283,6 +300,7 @@ class Supervisor:
             "provider": spec.provider,
             "backend": ex.backend,
             "host": ex.host_name(),
+            "ports": ports,
             "inputs": [
                 {
                     "source": i.source,
@@ -305,6 +323,14 @@ class Supervisor:
         )
         fresh = next(j for j in self.state.jobs(self.run_name) if j.workflow == job.workflow)
         self.running[job.workflow] = Running(fresh, spec, handle, ex)
+
+    def _open_ports(self, workflow: str, ex: Executor, ports: list[int], path: str) -> None:
+        """Say where the job's ports are; forward them from a host when someone is attached."""
+        if self.notes is None:
+            return
+        if ex.backend != "local":
+            ports = forward_ports(self.home, self.forwards, ex.host_name(), ports, self.state)
+        announce(self.notes, workflow, ports, path)
 
     # while running -----------------------------------------------------------------------
 

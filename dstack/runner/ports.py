@@ -1,0 +1,56 @@
+"""Where a job's ports can be reached: printed URLs, and tunnels from pool hosts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TextIO
+
+from dstack.home import Home
+from dstack.ssh.forward import Forwards
+from dstack.state.db import State
+from dstack.state.records import JobRecord
+
+ACCESS = "access"  # the URL path with its token, kept 0600 beside the job's log, not in the state
+
+
+def save_access(home: Home, run: str, workflow: str, path: str) -> str:
+    folder = home.job_dir(run, workflow)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ACCESS, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(path)
+    return path
+
+
+def load_access(home: Home, run: str, workflow: str) -> str:
+    path: Path = home.job_dir(run, workflow) / ACCESS
+    return path.read_text() if path.exists() else ""
+
+
+def forward_ports(
+    home: Home, forwards: Forwards, host_name: str, ports: list[int], state: State
+) -> list[int]:
+    from dstack.pool import Pool
+
+    return forwards.add(Pool(state).host(host_name).address, home.root / "known_hosts", ports)
+
+
+def announce(notes: TextIO, workflow: str, ports: list[int], path: str) -> None:
+    for index, port in enumerate(ports):
+        notes.write(
+            f"dstack: {workflow} $PORT_{index}: http://localhost:{port}{path if index == 0 else ''}\n"
+        )
+    notes.flush()
+
+
+def open_for_job(
+    home: Home, state: State, job: JobRecord, forwards: Forwards, notes: TextIO
+) -> None:
+    """Re-open a running job's tunnels for a new `attach`, and say where its ports are."""
+    ports = job.record.get("ports") or []
+    if not ports:
+        return
+    if job.record.get("backend") == "ssh":
+        ports = forward_ports(home, forwards, str(job.record["host"]), ports, state)
+    announce(notes, job.workflow, ports, load_access(home, job.run_name, job.workflow))
