@@ -121,7 +121,7 @@ def stop(
     abort: bool = typer.Option(False, "-x", "--abort", help="Kill at once, no grace period"),
 ) -> None:
     from dstack.execution import procs
-    from dstack.execution.local import LocalExecutor
+    from dstack.execution.factory import executor_of_job
     from dstack.runner.recover import recover
     from dstack.storage.store import Store
 
@@ -137,10 +137,14 @@ def stop(
         if state.run(run_name).finished:
             break
     if not state.run(run_name).finished:  # no supervisor left: stop the jobs ourselves
-        executor = LocalExecutor(home, Store.open(home))
+        store = Store.open(home)
         for job in state.jobs(run_name):
             if job.status == "running" and job.pid and job.job_dir:
-                executor.adopt(job.job_dir, job.pid, job.pid_start).stop(abort=abort)
+                executor = executor_of_job(home, store, state, job.record)
+                try:
+                    executor.adopt(job.job_dir, job.pid, job.pid_start).stop(abort=abort)
+                finally:
+                    executor.close()
         recover(home, state)
     sys.stderr.write(f"Run {run_name} {state.run(run_name).status}.\n")
 

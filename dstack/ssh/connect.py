@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,4 +118,8 @@ def connect(
             f"{address.label} is unreachable: {getattr(e, 'strerror', None) or e}.",
             hint="check the address and port, and that sshd runs there",
         ) from None
+    # Small request/response exchanges: without this, delayed ACKs add ~40 ms to each command.
+    transport = conn.client.get_transport()
+    if transport is not None and isinstance(transport.sock, socket.socket):
+        transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return conn
