@@ -232,3 +232,79 @@ def test_detached_host_job_can_be_attached_after_its_supervisor_is_gone(pooled: 
     assert attach.returncode == 0, attach.stderr
     assert attach.stdout == "".join(f"tick {i}\n" for i in range(1, 31))
     assert pooled.last_run()["status"] == "done"
+
+
+@pytest.mark.parametrize("transfer", ["rsync", "sftp"])
+def test_artifact_sync_moves_only_changed_files(
+    transfer: str,
+    sshd_local: SSHServer,
+    tmp_path,
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    """Both transfers (rsync when both ends have it, SFTP otherwise) against a real host."""
+    import hashlib
+
+    from dstack.execution.ssh import SSHExecutor
+    from dstack.home import Home
+    from dstack.pool import PoolHost
+    from dstack.ssh.connect import HostAddress, connect
+    from dstack.ssh.probe import probe
+    from dstack.storage.manifest import StatCache
+    from dstack.storage.store import Store
+
+    sshd_local.ssh(
+        "rm -rf job && mkdir -p job/work/out/sub && echo one > job/work/out/a.txt && "
+        "echo two > job/work/out/sub/b.txt && ln -s a.txt job/work/out/link"
+    )
+    home = Home(tmp_path / "home")
+    home.root.mkdir()
+    address = HostAddress(
+        "box", sshd_local.host, sshd_local.port, sshd_local.user, str(sshd_local.key)
+    )
+    with connect(address, home.root / "known_hosts", pin=True) as conn:
+        facts = probe(conn)
+    store = Store.open(home)
+    executor = SSHExecutor(
+        PoolHost(address, 1, facts, 0.0),
+        store,
+        home.root / "known_hosts",
+        home.runs_dir,
+        transfer=transfer,
+    )
+    job_dir, cache = f"{facts.home}/job", StatCache()
+    first = {e.path: e for e in executor.collect(job_dir, ["out"], cache)}
+    assert (
+        set(first) == {"out/a.txt", "out/sub/b.txt", "out/link"}
+        and first["out/link"].link == "a.txt"
+    )
+    assert first["out/a.txt"].sha256 == hashlib.sha256(b"one\n").hexdigest()
+    blobs = {p.name for p in (home.store_dir / "blobs").rglob("*") if p.is_file()}
+    assert len(blobs) == 2
+
+    moved: list[str] = []
+    real_get, real_run = executor.remote.get, __import__("subprocess").run
+    monkeypatch.setattr(
+        executor.remote,
+        "get",
+        lambda remote, local: (moved.append(remote), real_get(remote, local)),
+    )
+
+    def counting_run(args, **kwargs):  # type: ignore[no-untyped-def]
+        done = (
+            real_run([*args[:1], "--out-format=%n", *args[1:]], **kwargs)
+            if args[0] == "rsync"
+            else real_run(args, **kwargs)
+        )
+        if args[0] == "rsync":
+            moved.extend(
+                line for line in done.stdout.splitlines() if line and not line.endswith("/")
+            )
+        return done
+
+    monkeypatch.setattr("dstack.execution.ssh.subprocess.run", counting_run)
+    time.sleep(1.1)  # a new mtime second
+    sshd_local.ssh("echo changed > job/work/out/sub/b.txt")
+    second = {e.path: e for e in executor.collect(job_dir, ["out"], cache)}
+    assert second["out/sub/b.txt"].sha256 == hashlib.sha256(b"changed\n").hexdigest()
+    assert second["out/a.txt"] == first["out/a.txt"]
+    assert [m.rsplit("/", 1)[-1] for m in moved] == ["b.txt"], "only the changed file moved"

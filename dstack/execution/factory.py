@@ -20,6 +20,7 @@ def ssh_executor(
         Pool(state).host(host_name),
         store,
         home.root / "known_hosts",
+        home.runs_dir,
         retry_for=60.0 if patient else 3.0,
     )
 

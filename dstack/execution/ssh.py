@@ -7,7 +7,10 @@ Artifacts come back the same way: only files whose hash the store lacks are down
 
 from __future__ import annotations
 
+import hashlib
 import shlex
+import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -23,9 +26,10 @@ from dstack.execution.base import (
     wrapper_script,
 )
 from dstack.pool import PoolHost
+from dstack.ssh.connect import HostError
 from dstack.ssh.remote import Remote
 from dstack.storage.blobs import file_sha256
-from dstack.storage.manifest import Entry, StatCache, safe_relative
+from dstack.storage.manifest import Entry, StatCache, safe_relative, scan_files
 from dstack.storage.store import Store
 
 q = shlex.quote
@@ -99,11 +103,19 @@ class SSHExecutor(Executor):
     backend = "ssh"
 
     def __init__(
-        self, host: PoolHost, store: Store, known_hosts: Path, retry_for: float = 60.0
+        self,
+        host: PoolHost,
+        store: Store,
+        known_hosts: Path,
+        staging: Path,
+        retry_for: float = 60.0,
+        transfer: str = "auto",
     ) -> None:
-        self.host, self.store = host, store
+        """``staging``: local folder for rsync mirrors; ``transfer``: auto, rsync or sftp."""
+        self.host, self.store, self.known_hosts, self.staging = host, store, known_hosts, staging
         self.remote = Remote(host.address, known_hosts, retry_for)
         self.root = f"{host.facts.home}/.dstack"
+        self.transfer = transfer
         self._hashes: dict[tuple[str, str], tuple[str, str, str]] = {}
 
     def host_name(self) -> str:
@@ -170,6 +182,61 @@ class SSHExecutor(Executor):
         return SSHJob(self.remote, job_dir, pid, pid_start)
 
     def collect(self, job_dir: str, paths: list[str], cache: StatCache) -> list[Entry]:
+        """Artifacts by rsync into a local mirror when both ends have it, else by SFTP."""
+        if self.transfer == "auto":
+            both = shutil.which("rsync") is not None and self.which("rsync")
+            self.transfer = "rsync" if both else "sftp"
+        if self.transfer == "rsync":
+            return self._collect_rsync(job_dir, paths, cache)
+        return self._collect_sftp(job_dir, paths, cache)
+
+    def _collect_rsync(self, job_dir: str, paths: list[str], cache: StatCache) -> list[Entry]:
+        """rsync moves only changed bytes into a mirror; its files are hashed and hard-linked
+        into the store (rsync replaces files, never edits them, so blobs stay immutable)."""
+        relative = job_dir.removeprefix(f"{self.root}/runs/")
+        if relative == job_dir:  # not a run folder of ours: a folder named after the path
+            relative = hashlib.sha256(job_dir.encode()).hexdigest()[:16]
+        mirror = self.staging / relative / "mirror"
+        mirror.mkdir(parents=True, exist_ok=True)
+        address = self.host.address
+        ssh = [
+            "ssh",
+            "-p",
+            str(address.port),
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+        ]
+        if address.identity_file:
+            ssh += ["-i", address.identity_file, "-o", "IdentitiesOnly=yes"]
+        source = f"{address.user + '@' if address.user else ''}{address.host}:{job_dir}/work/"
+        done = subprocess.run(
+            [
+                "rsync",
+                "-a",
+                "-r",
+                "--delete",
+                "--files-from=-",
+                "-e",
+                shlex.join(ssh),
+                source,
+                str(mirror),
+            ],
+            input="\n".join(paths) + "\n",
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode not in (0, 23, 24):  # 23/24: some files vanished or changed meanwhile
+            raise HostError(f"rsync from {address.label} failed: {done.stderr.strip()[-300:]}")
+        return scan_files(mirror, paths, self.store.blobs, cache, link=True)
+
+    def _collect_sftp(self, job_dir: str, paths: list[str], cache: StatCache) -> list[Entry]:
         out = self.remote.check(
             f"bash -c {q(_LIST)} _ {q(job_dir + '/work')} " + " ".join(q(p) for p in paths)
         )

@@ -30,12 +30,15 @@ class BlobStore:
         self.objects = objects
         self._known: set[str] = set()
 
-    def put(self, path: Path, sha: str | None = None) -> str:
+    def put(self, path: Path, sha: str | None = None, link: bool = False) -> str:
         """Store the file's bytes unless a blob with that hash exists; returns the hash."""
         sha = sha or file_sha256(path)
         if sha not in self._known:
             if not self.objects.exists(blob_key(sha)):
-                self.objects.put_file(blob_key(sha), path)
+                if link:
+                    self.objects.link_file(blob_key(sha), path)
+                else:
+                    self.objects.put_file(blob_key(sha), path)
             self._known.add(sha)
         return sha
 

@@ -7,6 +7,7 @@ import json
 import os
 import stat
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -81,24 +82,43 @@ class StatCache:
 
 
 def scan_files(
-    root: Path, rel_paths: Iterable[str], blobs: BlobStore, cache: StatCache | None = None
+    root: Path,
+    rel_paths: Iterable[str],
+    blobs: BlobStore,
+    cache: StatCache | None = None,
+    link: bool = False,
 ) -> list[Entry]:
-    """Store each regular file (and symlink) under the given paths; return their entries."""
+    """Store each regular file (and symlink) under the given paths; return their entries.
+
+    Files are hashed on all cores. With ``link`` the store may hard-link a file instead of
+    copying it: only for files nobody rewrites in place (rsync replaces, it never edits)."""
     cache = cache or StatCache()
-    entries: list[Entry] = []
+    found: list[tuple[Path, str, os.stat_result]] = []
     for rel in rel_paths:
         for path in _walk(root / rel):
             try:
-                st = path.lstat()
-                name = path.relative_to(root).as_posix()
-                if stat.S_ISLNK(st.st_mode):
-                    entries.append(Entry(name, 0, 0o777, link=os.readlink(path)))
-                elif stat.S_ISREG(st.st_mode):
-                    sha = blobs.put(path, cache.sha256(path, st))
-                    entries.append(Entry(name, st.st_size, stat.S_IMODE(st.st_mode), sha))
+                found.append((path, path.relative_to(root).as_posix(), path.lstat()))
             except FileNotFoundError:
                 continue  # removed while we looked: the next scan sees the truth
-    return entries
+
+    def store(item: tuple[Path, str, os.stat_result]) -> Entry | None:
+        path, name, st = item
+        try:
+            if stat.S_ISLNK(st.st_mode):
+                return Entry(name, 0, 0o777, link=os.readlink(path))
+            if stat.S_ISREG(st.st_mode):
+                sha = blobs.put(path, cache.sha256(path, st), link=link)
+                return Entry(name, st.st_size, stat.S_IMODE(st.st_mode), sha)
+        except FileNotFoundError:
+            pass
+        return None
+
+    if len(found) < 2:
+        stored = [store(item) for item in found]
+    else:
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            stored = list(pool.map(store, found))
+    return [entry for entry in stored if entry is not None]
 
 
 def _walk(path: Path) -> Iterable[Path]:

@@ -21,6 +21,10 @@ class ObjectStore(ABC):
     @abstractmethod
     def put_bytes(self, key: str, data: bytes) -> None: ...
 
+    def link_file(self, key: str, src: Path) -> None:
+        """Like put_file, but a store on the same disk may hard-link instead of copying."""
+        self.put_file(key, src)
+
     @abstractmethod
     def open_read(self, key: str) -> Iterator[bytes]:
         """Yield the object's bytes in chunks; StoreError when it does not exist."""
@@ -65,6 +69,17 @@ class LocalObjectStore(ObjectStore):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def link_file(self, key: str, src: Path) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, path)
+            os.chmod(path, 0o444)
+        except FileExistsError:
+            pass
+        except OSError:  # another file system, or links not allowed: copy
+            self.put_file(key, src)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         path, fd, tmp = self._atomic_target(key)
