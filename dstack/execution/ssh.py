@@ -167,9 +167,9 @@ class SSHExecutor(Executor):
             wrapper_script(job_dir, f"{job_dir}/work/{workdir}").encode(), f"{job_dir}/wrapper.sh"
         )
         # Not joined with && (the channel would stay open until the job ends), no pty (the job
-        # would die with the connection).
+        # would die with the connection); a retry after a dropped connection never starts twice.
         self.remote.check(
-            f"cd {q(job_dir)}; setsid nohup bash wrapper.sh > /dev/null 2>&1 < /dev/null &"
+            f"cd {q(job_dir)}; [ -s {PID} ] || setsid nohup bash wrapper.sh > /dev/null 2>&1 < /dev/null &"
         )
         out = self.remote.check(
             f"cd {q(job_dir)}; for i in $(seq 250); do [ -s {PID} ] && break; sleep 0.02; done; "

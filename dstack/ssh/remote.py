@@ -65,7 +65,10 @@ class Remote:
                 channel.shutdown_write()
                 stdout = channel.makefile("rb").read()
                 stderr = channel.makefile_stderr("rb").read()
-                return channel.recv_exit_status(), stdout, stderr
+                status = channel.recv_exit_status()
+                if status == -1:  # the channel closed without an exit status: connection lost
+                    raise EOFError("the connection closed during a command")
+                return status, stdout, stderr
             finally:
                 channel.close()
 
