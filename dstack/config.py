@@ -1,28 +1,85 @@
-"""`DSTACK_HOME/config.yaml`: optional settings; absent means the embedded defaults."""
+"""`DSTACK_HOME/config.yaml`: optional settings; absent means the embedded defaults.
+
+```yaml
+backends:
+  local: {enabled: true}          # this machine runs jobs
+  ssh:
+    keep_run_dirs: false          # remove a job's folder on the host once its artifacts are safe
+    hosts:                        # own servers, added to the pool on first use
+      - {name: gpu1, host: 10.0.0.7, user: me, identity_file: ~/.ssh/id_ed25519}
+```
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from dstack.errors import SpecError
 from dstack.home import Home
 
+if TYPE_CHECKING:
+    from dstack.spec.config import Config, SSHBackend
 
-def load_config(home: Home) -> dict[str, Any]:
+
+def load_config(home: Home) -> Config | None:
     path = home.root / "config.yaml"
     if not path.exists():
-        return {}
-    from dstack.spec.yamlio import load_yaml
+        return None
+    return _parse(path, path.stat().st_mtime_ns)
 
-    data = load_yaml(path, str(path))
-    if data is not None and not isinstance(data, dict):
-        raise SpecError(
-            f"{path}:1: expected a mapping.", hint="backends:\n  local:\n    enabled: false"
-        )
-    return dict(data or {})
+
+@lru_cache(maxsize=4)
+def _parse(path: Path, mtime: int) -> Config:
+    from pydantic import ValidationError
+
+    from dstack.spec.config import Config
+    from dstack.spec.suggest import did_you_mean
+    from dstack.spec.yamlio import line_of, load_yaml
+
+    data = load_yaml(path, str(path)) or {}
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        node: Any = data
+        line = 1
+        for part in err["loc"]:
+            in_list = isinstance(node, list) and isinstance(part, int) and part < len(node)
+            if not (in_list or (isinstance(node, dict) and part in node)):
+                break
+            line = line_of(node, part) or line
+            node = node[part]
+        field = ".".join(str(p) for p in err["loc"])
+        message, hint = err["msg"], "see the example at the top of dstack/config.py or the README"
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+            hint = did_you_mean(str(err["loc"][-1]), _keys_at(Config, err["loc"][:-1])) or hint
+        raise SpecError(f"{path}:{line}: field '{field}': {message}.", hint=hint) from None
+
+
+def _keys_at(model: Any, loc: tuple[int | str, ...]) -> list[str]:
+    """The keys allowed where ``loc`` points, for did-you-mean hints."""
+    import typing
+
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[part].annotation
+        args = [a for a in typing.get_args(annotation) if hasattr(a, "model_fields")]
+        model = args[0] if args else annotation
+    return list(model.model_fields)
 
 
 def local_enabled(home: Home) -> bool:
     """This machine runs jobs unless `backends.local.enabled` is false."""
-    local = (load_config(home).get("backends") or {}).get("local") or {}
-    return bool(local.get("enabled", True))
+    config = load_config(home)
+    return config is None or config.backends.local.enabled
+
+
+def ssh_settings(home: Home) -> SSHBackend:
+    from dstack.spec.config import SSHBackend
+
+    config = load_config(home)
+    return config.backends.ssh if config else SSHBackend()

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dstack.errors import NotFoundError, RunStateError
+from dstack.home import Home
 from dstack.ssh.connect import HostAddress
 from dstack.ssh.probe import HostFacts
 from dstack.state.db import State
@@ -137,3 +139,33 @@ class Pool:
     def leases(self) -> list[Lease]:
         rows = self.state.conn.execute("SELECT * FROM leases").fetchall()
         return [Lease(r["host_name"], r["slot"], r["run_name"], r["workflow"]) for r in rows]
+
+
+def add_host(
+    home: Home, state: State, address: HostAddress, slots: int, replace: bool, repin: bool
+) -> str:
+    """Connect (pinning the host key on first contact), probe, record; returns the key's fingerprint."""
+    from dstack.ssh.connect import connect, forget_host_key
+    from dstack.ssh.probe import probe
+
+    known_hosts = home.root / "known_hosts"
+    if repin:
+        forget_host_key(known_hosts, address)
+    with connect(address, known_hosts, pin=True) as conn:
+        facts = probe(conn)
+        fingerprint = conn.client.get_transport().get_remote_server_key().fingerprint  # type: ignore[union-attr]
+    Pool(state).add(address, facts, slots, replace=replace or repin)
+    return str(fingerprint)
+
+
+def sync_config_hosts(home: Home, state: State) -> None:
+    """Hosts listed in config.yaml join the pool on first use, pinned and probed like `pool add`."""
+    from dstack.config import ssh_settings
+
+    pool = {h.name: h for h in Pool(state).hosts()}
+    for item in ssh_settings(home).hosts:
+        key = str(Path(item.identity_file).expanduser()) if item.identity_file else None
+        address = HostAddress(item.name, item.host, item.port, item.user, key)
+        have = pool.get(item.name)
+        if have is None or have.address != address or have.slots != item.slots:
+            add_host(home, state, address, item.slots, replace=have is not None, repin=False)

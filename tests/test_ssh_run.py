@@ -308,3 +308,36 @@ def test_artifact_sync_moves_only_changed_files(
     assert second["out/sub/b.txt"].sha256 == hashlib.sha256(b"changed\n").hexdigest()
     assert second["out/a.txt"] == first["out/a.txt"]
     assert [m.rsplit("/", 1)[-1] for m in moved] == ["b.txt"], "only the changed file moved"
+
+
+def test_hosts_from_config_join_the_pool(project: Project, sshd_hosts: list[SSHServer]) -> None:
+    server = sshd_hosts[0]
+    project.home.mkdir(parents=True, exist_ok=True)
+    (project.home / "config.yaml").write_text(f"""
+backends:
+  local: {{enabled: false}}
+  ssh:
+    keep_run_dirs: true
+    hosts:
+      - name: cfg1
+        host: {server.host}
+        user: {server.user}
+        identity_file: {server.key}
+""")
+    project.workflows("workflows:\n  - {name: where, commands: [whoami]}\n")
+    done = project.dstack("run", "where")
+    assert done.returncode == 0 and done.stdout == "dstacktest1\n", done.stderr
+    run = project.last_run()["name"]
+    assert project.inspect(run)["jobs"][0]["host"] == "cfg1"
+    pool = json.loads(project.dstack("pool", "list", "--json", check=True).stdout)
+    assert [(h["name"], h["status"]) for h in pool] == [("cfg1", "free")]
+    assert server.ssh(f"test -d ~/.dstack/runs/{run}/where/work && echo kept").strip() == "kept"
+
+
+def test_bad_config_is_a_clear_error(project: Project) -> None:
+    project.home.mkdir(parents=True, exist_ok=True)
+    (project.home / "config.yaml").write_text("backends:\n  ssh:\n    hostz: []\n")
+    project.workflows("workflows:\n  - {name: a, commands: [x]}\n")
+    done = project.dstack("run", "a")
+    assert done.returncode == 2 and "config.yaml:3: field 'backends.ssh.hostz'" in done.stderr
+    assert "did you mean 'hosts'" in done.stderr and "Traceback" not in done.stderr

@@ -26,20 +26,14 @@ def add(
     repin: bool = typer.Option(False, "--repin", help="Accept a new host key and probe again"),
 ) -> None:
     from dstack.hostinfo import describe
-    from dstack.pool import Pool
-    from dstack.ssh.connect import HostAddress, connect, forget_host_key
-    from dstack.ssh.probe import probe
+    from dstack.pool import Pool, add_host
+    from dstack.ssh.connect import HostAddress
 
     home, state = open_state()
     key = str(identity_file.expanduser().resolve()) if identity_file else None
     address = HostAddress(name, host, port, user, key)
-    known_hosts = home.root / "known_hosts"
-    if repin:
-        forget_host_key(known_hosts, address)
-    with connect(address, known_hosts, pin=True) as conn:
-        facts = probe(conn)
-        fingerprint = conn.client.get_transport().get_remote_server_key().fingerprint  # type: ignore[union-attr]
-    Pool(state).add(address, facts, slots, replace=repin)
+    fingerprint = add_host(home, state, address, slots, replace=False, repin=repin)
+    facts = Pool(state).host(name).facts
     sys.stderr.write(
         f"Added {address.label}: {describe(facts.resources)}, {facts.os}, "
         f"python {facts.python or 'missing'}.\nPinned host key {fingerprint}.\n"
@@ -51,12 +45,13 @@ def add(
 )
 def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON")) -> None:
     from dstack.hostinfo import describe
-    from dstack.pool import Pool
+    from dstack.pool import Pool, sync_config_hosts
     from dstack.runner.recover import recover
     from dstack.ssh.status import reachability
 
     home, state = open_state()
     recover(home, state)
+    sync_config_hosts(home, state)
     pool = Pool(state)
     hosts = pool.hosts()
     reachable = reachability(hosts, home.root / "known_hosts")

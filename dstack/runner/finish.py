@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from dstack.config import ssh_settings
 from dstack.execution.base import LOG, Executor, JobExit
 from dstack.home import Home
 from dstack.spec.jobspec import JobSpec
@@ -57,7 +58,7 @@ def finish_job(
     ok = result.code == 0 and not stopped
     manifest = seal_artifacts(store, executor, job, ok, cache)
     mirror_log(home, executor, job)
-    if job.job_dir:
+    if job.job_dir and not ssh_settings(home).keep_run_dirs:
         executor.cleanup(job.job_dir)
     Pool(state).release(job.run_name, job.workflow)
     status = "done" if ok else "stopped" if stopped else "failed"

@@ -10,7 +10,7 @@ from dstack.config import local_enabled
 from dstack.errors import NotFoundError, ResourceError
 from dstack.home import Home
 from dstack.hostinfo import HostResources, describe, local_resources, missing_resources
-from dstack.pool import Pool, PoolHost
+from dstack.pool import Pool, PoolHost, sync_config_hosts
 from dstack.spec.jobspec import JobSpec
 from dstack.state.db import State
 
@@ -32,6 +32,7 @@ def candidates(
     if backend in (None, LOCAL) and only in (None, LOCAL) and local_enabled(home):
         found.append(Candidate(LOCAL, local_resources(home.root, with_gpus)))
     if backend in (None, "ssh"):
+        sync_config_hosts(home, state)
         found += [
             Candidate(h.name, h.facts.resources, h)
             for h in Pool(state).hosts()
