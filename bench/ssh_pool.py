@@ -27,43 +27,14 @@ def main() -> None:
     server = make_server("bench", "dstackbench")
     work = Path(tempfile.mkdtemp(prefix="dstack-bench-ssh-"))
     try:
-        ssh = [
-            "ssh",
-            "-i",
-            str(server.key),
-            "-p",
-            str(server.port),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            f"{server.user}@{server.host}",
-        ]
+        ssh = server.ssh_argv()
         env = env_with(DSTACK_HOME=str(work / "home"))
         project = work / "project"
         (project / ".dstack").mkdir(parents=True)
         (project / ".dstack" / "workflows.yaml").write_text(
             "workflows:\n  - name: hello\n    commands: [echo hello]\n"
         )
-        run_checked(
-            [
-                DSTACK,
-                "pool",
-                "add",
-                "box",
-                "--host",
-                server.host,
-                "--port",
-                str(server.port),
-                "--user",
-                server.user,
-                "--identity-file",
-                server.key,
-            ],
-            env=env,
-        )
+        run_checked([DSTACK, *server.pool_add_args("box")], env=env)
         bare = time_command([*ssh, "true"])
         job = time_command([DSTACK, "run", "hello", "--host", "box"], cwd=project, env=env)
         print_table(

@@ -79,29 +79,44 @@ class SSHServer:
         keygen(self.folder / "host_key")
         self.start()
 
+    def pool_add_args(self, name: str) -> list[str]:
+        """`dstack pool add` arguments for this server."""
+        return [
+            "pool",
+            "add",
+            name,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--user",
+            self.user,
+            "--identity-file",
+            str(self.key),
+        ]
+
+    def ssh_argv(self) -> list[str]:
+        """A plain OpenSSH command line to this server, for checks and comparisons."""
+        return [
+            "ssh",
+            "-i",
+            str(self.key),
+            "-p",
+            str(self.port),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            f"{self.user}@{self.host}",
+        ]
+
     def ssh(self, command: str) -> str:
         """Run a command as the test user directly (not through dstack), for checks."""
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         done = subprocess.run(
-            [
-                *prefix,
-                "ssh",
-                "-i",
-                str(self.key),
-                "-p",
-                str(self.port),
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "LogLevel=ERROR",
-                f"{self.user}@{self.host}",
-                command,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
+            [*prefix, *self.ssh_argv(), command], capture_output=True, text=True, timeout=30
         )
         return done.stdout
 

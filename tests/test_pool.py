@@ -9,20 +9,7 @@ from sshd import SSHServer
 
 
 def add(project: Project, name: str, server: SSHServer, *extra: str):  # type: ignore[no-untyped-def]
-    return project.dstack(
-        "pool",
-        "add",
-        name,
-        "--host",
-        server.host,
-        "--port",
-        str(server.port),
-        "--user",
-        server.user,
-        "--identity-file",
-        str(server.key),
-        *extra,
-    )
+    return project.dstack(*server.pool_add_args(name), *extra)
 
 
 def test_add_probes_the_host_and_list_shows_it(

@@ -11,20 +11,7 @@ from sshd import SSHServer
 
 
 def pool_add(project: Project, name: str, server: SSHServer, *extra: str) -> None:
-    done = project.dstack(
-        "pool",
-        "add",
-        name,
-        "--host",
-        server.host,
-        "--port",
-        str(server.port),
-        "--user",
-        server.user,
-        "--identity-file",
-        str(server.key),
-        *extra,
-    )
+    done = project.dstack(*server.pool_add_args(name), *extra)
     assert done.returncode == 0, done.stderr
 
 

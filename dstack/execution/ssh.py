@@ -169,7 +169,8 @@ class SSHExecutor(Executor):
         # Not joined with && (the channel would stay open until the job ends), no pty (the job
         # would die with the connection); a retry after a dropped connection never starts twice.
         self.remote.check(
-            f"cd {q(job_dir)}; [ -s {PID} ] || setsid nohup bash wrapper.sh > /dev/null 2>&1 < /dev/null &"
+            f"cd {q(job_dir)}; if [ ! -s {PID} ]; then "
+            "setsid nohup bash wrapper.sh > /dev/null 2>&1 < /dev/null & fi"
         )
         out = self.remote.check(
             f"cd {q(job_dir)}; for i in $(seq 250); do [ -s {PID} ] && break; sleep 0.02; done; "
