@@ -110,3 +110,35 @@ def test_code_without_a_vs_code_server_says_what_to_install(project: Project) ->
     done = project.dstack("run", "ide")
     assert done.returncode == 1 and "neither code-server nor openvscode-server" in done.stderr
     assert "install code-server" in done.stderr
+
+
+def test_code_starts_the_hosts_vs_code_server_behind_the_tunnel(
+    project: Project, sshd_hosts: list[SSHServer]
+) -> None:
+    """No VS Code server can be installed here, so a stand-in `code-server` on the host's PATH
+    checks the arguments dstack passes and answers HTTP like the real one would."""
+    from pathlib import Path
+
+    stand_in = Path("/usr/local/bin/code-server")
+    stand_in.write_text(
+        "#!/usr/bin/env python3\n"
+        "import http.server, os, sys\n"
+        "args = sys.argv[1:]\n"
+        "assert args[:2] == ['--bind-addr', '127.0.0.1:' + os.environ['PORT_0']], args\n"
+        "assert args[2:] == ['--auth', 'password', '.'] and os.environ['PASSWORD'], args\n"
+        "print('stand-in code-server for', os.environ['PASSWORD'], flush=True)\n"
+        "http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT_0'])), "
+        "http.server.SimpleHTTPRequestHandler).serve_forever()\n"
+    )
+    stand_in.chmod(0o755)
+    try:
+        pool_add(project, "h2", sshd_hosts[1])
+        project.workflows("workflows:\n  - {name: ide, provider: code}\n")
+        proc = project.popen("run", "ide", "--host", "h2")
+        url = read_url(proc)
+        assert "/?tkn=" in url and http_get(url)[0] == 200
+        token = url.split("tkn=")[1]
+        assert token not in project.dstack("logs", project.last_run()["name"]).stdout
+        stop(proc)
+    finally:
+        stand_in.unlink()

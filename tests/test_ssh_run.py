@@ -328,3 +328,13 @@ def test_bad_config_is_a_clear_error(project: Project) -> None:
     done = project.dstack("run", "a")
     assert done.returncode == 2 and "config.yaml:3: field 'backends.ssh.hostz'" in done.stderr
     assert "did you mean 'hosts'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_two_processes_never_get_the_same_host_slot(pooled: Project) -> None:
+    pooled.workflows("workflows:\n  - {name: hold, commands: [echo got it, sleep 3]}\n")
+    racers = [pooled.popen("run", "hold", "--host", "h2", "--no-wait") for _ in range(4)]
+    results = [(p.wait(timeout=120), p.communicate()) for p in racers]
+    winners = [out for code, (out, _) in results if code == 0]
+    losers = [err for code, (_, err) in results if code != 0]
+    assert len(winners) == 1 and winners[0] == "got it\n"
+    assert len(losers) == 3 and all("busy" in err for err in losers)
