@@ -63,10 +63,11 @@ for s in socks:
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 """
 _POLL = r"""
-if [ -f "$1/rc" ]; then echo "rc $(cat "$1/rc")"
-elif [ "$(cut -d' ' -f22 "/proc/$2/stat" 2>/dev/null)" = "$3" ] && \
-     ! grep -q '^State:.*Z' "/proc/$2/status" 2>/dev/null; then echo running
-else echo gone; fi
+rc() { [ -f "$1/rc" ] && echo "rc $(cat "$1/rc")"; }
+alive() { [ "$(cut -d' ' -f22 "/proc/$2/stat" 2>/dev/null)" = "$3" ] && \
+          ! grep -q '^State:.*Z' "/proc/$2/status" 2>/dev/null; }
+# rc is read again after the process is seen gone: it may have ended between the two looks
+rc "$@" || { alive "$@" && echo running; } || rc "$@" || echo gone
 """
 
 
