@@ -12,7 +12,6 @@ from pathlib import Path
 from dstack.execution import procs
 from dstack.execution.base import LOG, RC, Executor, JobExit, JobHandle, env_script, wrapper_script
 from dstack.home import Home
-from dstack.ssh.forward import free_local_port
 from dstack.storage.manifest import Entry, StatCache, materialize, scan_files
 from dstack.storage.store import Store
 
@@ -74,6 +73,12 @@ class LocalJob(JobHandle):
         procs.signal_group(self.pid, signal.SIGKILL)
         if self.proc is not None:
             self.proc.wait()
+
+
+def free_local_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class LocalExecutor(Executor):

@@ -17,12 +17,6 @@ from typing import Any
 from dstack.ssh.connect import HostAddress, connect
 
 
-def free_local_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Tunnel(threading.Thread):
     def __init__(self, transport: Any, remote_port: int) -> None:
         super().__init__(daemon=True)
