@@ -7,6 +7,9 @@ backends:
     keep_run_dirs: false          # remove a job's folder on the host once its artifacts are safe
     hosts:                        # own servers, added to the pool on first use
       - {name: gpu1, host: 10.0.0.7, user: me, identity_file: ~/.ssh/id_ed25519}
+store:                            # shared, versioned artifacts (default: DSTACK_HOME/store)
+  url: s3://my-bucket/dstack      # or gs://bucket/prefix, az://container/prefix, file:///path
+  region: eu-west-1               # s3: region, profile, endpoint_url (S3-compatible servers)
 ```
 """
 
@@ -20,7 +23,7 @@ from dstack.errors import SpecError
 from dstack.home import Home
 
 if TYPE_CHECKING:
-    from dstack.spec.config import Config, SSHBackend
+    from dstack.spec.config import Config, SSHBackend, StoreSettings
 
 
 def load_config(home: Home) -> Config | None:
@@ -83,3 +86,10 @@ def ssh_settings(home: Home) -> SSHBackend:
 
     config = load_config(home)
     return config.backends.ssh if config else SSHBackend()
+
+
+def store_settings(home: Home) -> StoreSettings:
+    from dstack.spec.config import StoreSettings
+
+    config = load_config(home)
+    return config.store if config else StoreSettings()

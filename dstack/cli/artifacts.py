@@ -53,9 +53,8 @@ def list_(ref: str = REF, as_json: bool = typer.Option(False, "--json", help="Pr
 def download(
     ref: str = REF, output: Path | None = typer.Option(None, "-o", "--output", help="Target folder")
 ) -> None:
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
     from dstack.artifacts import load_all
+    from dstack.cli.progress import transfer_bar
     from dstack.storage.manifest import materialize
     from dstack.storage.store import Store
 
@@ -63,11 +62,9 @@ def download(
     store = Store.open(home)
     manifests = load_all(state, store, ref)
     target = output or Path(ref.lstrip(":"))
-    total = sum(m.total_size for m in manifests.values())
-    columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn())
-    with Progress(*columns, transient=True, disable=total < 8 * 1024**2) as progress:
-        task = progress.add_task("downloading", total=total)
+    with transfer_bar("downloading") as bar:
+        bar.expect(sum(m.total_size for m in manifests.values()))
         for manifest in manifests.values():
-            materialize(manifest.entries, target, store.blobs, lambda n: progress.advance(task, n))
+            materialize(manifest.entries, target, store.blobs, bar)
     files = sum(len(m.entries) for m in manifests.values())
     sys.stderr.write(f"Downloaded {files} files of {ref} to {target}\n")

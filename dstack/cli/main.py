@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from dstack.cli import artifacts, pool, runs, secrets, tags, views
+from dstack.cli import artifacts, init, pool, runs, secrets, tags, views
 
 app = typer.Typer(
     name="dstack",
@@ -19,6 +19,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+init.register(app)
 runs.register(app)
 views.register(app)
 app.add_typer(artifacts.app, name="artifacts")

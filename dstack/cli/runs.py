@@ -49,7 +49,7 @@ def run(
         )
     placement = {"backend": backend, "host": host, "no_wait": no_wait}
     sub = prepare(home, state, store, repo, workflow, list(ctx.args), tag, placement)
-    name = record(state, sub, tag, detach)
+    name = record(state, store, sub, tag, detach)
     _start(name, detach, no_cache, [j[0] for j in sub.jobs])
 
 
@@ -59,13 +59,26 @@ def rerun(
     no_cache: bool = typer.Option(False, "--no-cache", help="Re-run up-to-date upstream jobs"),
 ) -> None:
     from dstack.cli.common import open_state
+    from dstack.sharing import publish_run
+    from dstack.storage.store import Store
 
     home, state = open_state()
+    store = Store.open(home)
     old = state.run(run_name)
     jobs = [(j.workflow, j.spec, j.upstream) for j in state.jobs(run_name)]
     name = state.create_run(
-        old.workflow, old.repo_dir, old.args, old.variables, None, old.snapshot, jobs, detach
+        old.workflow,
+        old.repo_dir,
+        old.args,
+        old.variables,
+        None,
+        old.snapshot,
+        jobs,
+        detach,
+        old.placement,
+        taken=store.has_run,
     )
+    publish_run(state, store, name)
     sys.stderr.write(f"Re-running {run_name} (snapshot {old.snapshot['digest'][:12]}) as {name}\n")
     _start(name, detach, no_cache, [j[0] for j in jobs])
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from dstack.cli.common import age, duration, open_state, print_json, table
+
+if TYPE_CHECKING:
+    from dstack.sharing import SharedRun
 
 JSON = typer.Option(False, "--json", help="Print JSON instead of a table")
 
@@ -33,25 +37,23 @@ def ps(
     as_json: bool = JSON,
 ) -> None:
     from dstack.runner.recover import recover
+    from dstack.sharing import SharedRun, shared_runs
+    from dstack.storage.store import Store
+    from dstack.tags import who
 
     home, state = open_state()
-    recover(home, state)
-    runs = state.runs(include_finished=all_runs)
-    if as_json:
-        print_json(
-            [
-                {
-                    "name": r.name,
-                    "workflow": r.workflow,
-                    "status": r.status,
-                    "created_at": r.created_at,
-                    "finished_at": r.finished_at,
-                    "exit_code": r.exit_code,
-                    "tag": r.tag,
-                }
-                for r in runs
-            ]
+    store = Store.open(home)
+    recover(home, state, store)
+    me = who()
+    runs = [
+        SharedRun(
+            r.name, r.workflow, r.status, r.created_at, r.finished_at, r.exit_code, r.tag, me, {}
         )
+        for r in state.runs(include_finished=all_runs)
+    ]
+    runs = _recent(runs + shared_runs(home, state, store), all_runs)
+    if as_json:
+        print_json([{k: v for k, v in r.to_dict().items() if k != "manifests"} for r in runs])
         return
     if not runs:
         sys.stderr.write("No runs yet. Start one with `dstack run WORKFLOW`.\n")
@@ -60,7 +62,7 @@ def ps(
         ["RUN", "WORKFLOW", "STATUS", "SUBMITTED", "TOOK", "TAG"],
         [
             [
-                r.name,
+                r.name + ("" if r.owner == me else f" ({r.owner.partition('@')[0]})"),
                 r.workflow,
                 r.status + (f" ({r.exit_code})" if r.exit_code else ""),
                 age(r.created_at),
@@ -71,6 +73,15 @@ def ps(
         ],
         shrink=("WORKFLOW", "TAG"),
     )
+
+
+def _recent(runs: list[SharedRun], all_runs: bool, recent: int = 10) -> list[SharedRun]:
+    """Newest first: every active run and the ``recent`` latest (all with ``all_runs``)."""
+    runs.sort(key=lambda r: r.created_at, reverse=True)
+    if all_runs:
+        return runs
+    latest = {r.name for r in runs[:recent]}
+    return [r for r in runs if not r.finished or r.name in latest]
 
 
 def logs(
@@ -159,6 +170,7 @@ def rm(
 
     from dstack.errors import RunStateError
     from dstack.runner.recover import recover
+    from dstack.sharing import open_tags
     from dstack.storage.store import Store
 
     home, state = open_state()
@@ -168,19 +180,21 @@ def rm(
         raise RunStateError(
             f"Run {run_name} is {run.status}.", hint=f"stop it first: dstack stop {run_name}"
         )
-    tagged = state.tags_of_run(run_name)
+    store = Store.open(home)
+    book = open_tags(state, store)
+    tagged = book.of_run(run_name)
     if tagged and not force:
         raise RunStateError(
             f"Run {run_name} is tagged as {', '.join(repr(t) for t in tagged)}.",
             hint="delete the tag first (dstack tags delete TAG), or pass --force to "
             "remove the run record and keep the tagged artifacts",
         )
-    store = Store.open(home)
-    kept = {key for tag in state.tags() for key in tag.manifests.values()}
-    referenced = kept | state.manifests_used_outside(run_name)
+    referenced = book.referenced_manifests() | state.manifests_used_outside(run_name)
     for job in state.jobs(run_name):
         if job.manifest and job.manifest not in referenced and not job.reused_from:
             store.delete_manifest(job.manifest)
+    if not tagged:
+        store.delete_run(run_name)
     state.delete_run(run_name)
     shutil.rmtree(home.runs_dir / run_name, ignore_errors=True)
     sys.stderr.write(

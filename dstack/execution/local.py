@@ -100,7 +100,7 @@ class LocalExecutor(Executor):
         return str(self.home.job_dir(run, workflow))
 
     def place(self, job_dir: str, entries: list[Entry], subdir: str = "work") -> None:
-        materialize(entries, Path(job_dir) / subdir, self.store.blobs)
+        materialize(entries, Path(job_dir) / subdir, self.store.blobs, keep=True)
 
     def make_dirs(self, job_dir: str, paths: list[str]) -> None:
         work = Path(job_dir) / "work"

@@ -152,7 +152,7 @@ class SSHExecutor(Executor):
     def _upload_blob(self, sha: str, remote_path: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / sha
-            self.store.blobs.get(sha, local, sha)
+            self.store.blobs.get(sha, local, sha, keep=True)
             self.remote.put(local, f"{remote_path}.part")
         self.remote.check(f"mv -f {q(remote_path + '.part')} {q(remote_path)}")
 

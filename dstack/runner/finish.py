@@ -90,8 +90,10 @@ def fail_pending(state: State, job: JobRecord, reason: str, status: str = "faile
     )
 
 
-def finish_run(state: State, run_name: str, target: str, stopped: bool) -> tuple[str, int]:
-    """Derive the run's status and exit code from its jobs and record them."""
+def finish_run(
+    state: State, store: Store, run_name: str, target: str, stopped: bool
+) -> tuple[str, int]:
+    """Derive the run's status and exit code from its jobs; record them here and in the store."""
     jobs = state.jobs(run_name)
     statuses = {j.status for j in jobs}
     target_job = next(j for j in jobs if j.workflow == target)
@@ -105,4 +107,7 @@ def finish_run(state: State, run_name: str, target: str, stopped: bool) -> tuple
         codes = [j.exit_code for j in [target_job, *failed] if j.exit_code not in (None, 0)]
         code = codes[0] if codes else 1
     state.finish_run(run_name, status, code)
+    from dstack.sharing import publish_run
+
+    publish_run(state, store, run_name)
     return status, code

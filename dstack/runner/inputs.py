@@ -8,6 +8,7 @@ from dstack.errors import NotFoundError
 from dstack.spec.jobspec import JobSpec
 from dstack.state.db import State
 from dstack.state.records import JobRecord
+from dstack.tags import TagBook
 
 
 @dataclass(frozen=True)
@@ -16,14 +17,15 @@ class Input:
     manifest: str
 
 
-def external_inputs(state: State, wf: JobSpec) -> list[Input]:
-    """Inputs from earlier runs; a missing one says how to produce it."""
+def external_inputs(state: State, tags: TagBook, wf: JobSpec) -> list[Input]:
+    """Inputs from earlier runs (tags: this home's or a teammate's); a missing one says how to
+    produce it."""
     found: list[Input] = []
     for dep in wf.deps:
         if dep.tag is not None:
-            tag = state.tag(dep.tag)
+            tag = tags.get(dep.tag)
             found += [
-                Input(f"tag {tag.name} ({w})", key) for w, key in sorted(tag.manifests.items())
+                Input(f"tag {tag.tag} ({w})", key) for w, key in sorted(tag.manifests.items())
             ]
         elif dep.workflow is not None:
             job = state.last_successful_job(dep.workflow)
@@ -37,7 +39,7 @@ def external_inputs(state: State, wf: JobSpec) -> list[Input]:
     for upstream, tag_name in wf.upstream():
         if tag_name is None:
             continue
-        tag = state.tag(tag_name)
+        tag = tags.get(tag_name)
         if upstream not in tag.manifests:
             raise NotFoundError(
                 f"Workflow '{wf.name}' depends on '{upstream}:{tag_name}', but the run tagged "

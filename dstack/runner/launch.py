@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dstack.errors import RunStateError
 from dstack.execution import procs
 from dstack.home import Home
 from dstack.runner.inputs import external_inputs
 from dstack.runner.plan import check_plan, plan_run
+from dstack.sharing import open_tags, publish_run
 from dstack.snapshot import Snapshot, capture
 from dstack.state.db import State
 from dstack.storage.store import Store
@@ -42,20 +42,19 @@ def prepare(
     """Everything that can be refused is refused here, before a run exists."""
     plan = plan_run(home.root / "cache" / "plans", repo, workflow, tokens)
     check_plan(plan, repo, home, state, placement)
+    tags = open_tags(state, store)
     for job in plan.jobs:
-        external_inputs(state, job.spec)
-    if tag is not None and tag in {t.name for t in state.tags()}:
-        raise RunStateError(
-            f"Tag '{tag}' already exists.",
-            hint=f"pick another name, or delete it first: dstack tags delete {tag}",
-        )
+        external_inputs(state, tags, job.spec)
+    if tag is not None:
+        tags.check_free(tag)
     snapshot = capture(repo, store)
     jobs = [(j.data["name"], j.data, j.upstream) for j in plan.jobs]
     return Submission(workflow, repo, plan.run_args, plan.variables, snapshot, jobs, placement)
 
 
-def record(state: State, sub: Submission, tag: str | None, detached: bool) -> str:
-    return state.create_run(
+def record(state: State, store: Store, sub: Submission, tag: str | None, detached: bool) -> str:
+    """The run in SQLite, then its record in the store for teammates."""
+    name = state.create_run(
         sub.workflow,
         str(sub.repo),
         sub.args,
@@ -65,7 +64,10 @@ def record(state: State, sub: Submission, tag: str | None, detached: bool) -> st
         sub.jobs,
         detached,
         sub.placement,
+        taken=store.has_run,
     )
+    publish_run(state, store, name)
+    return name
 
 
 def start_detached(home: Home, state: State, run_name: str, no_cache: bool) -> int:

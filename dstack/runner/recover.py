@@ -61,7 +61,7 @@ def recover(home: Home, state: State, store: Store | None = None) -> None:
             elif job.status in ("submitted", "waiting"):
                 fail_pending(state, job, "the supervisor ended before the job started")
         if not still_running:
-            finish_run(state, run.name, run.workflow, stopped=bool(run.stop_request))
+            finish_run(state, store, run.name, run.workflow, stopped=bool(run.stop_request))
         elif state.claim_supervision(run.name, run.supervisor_pid, run.supervisor_start):
             from dstack.runner.launch import start_detached
 

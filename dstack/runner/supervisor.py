@@ -30,6 +30,7 @@ from dstack.runner.inputs import Input, external_inputs, upstream_inputs
 from dstack.runner.logs import LogReader, format_line
 from dstack.runner.placement import candidates, fitting
 from dstack.runner.ports import announce, forward_ports, save_access
+from dstack.sharing import open_tags, tag_run
 from dstack.spec.jobspec import JobSpec
 from dstack.ssh.forward import Forwards
 from dstack.state.db import State
@@ -101,7 +102,7 @@ class Supervisor:
             for executor in self.opened:
                 executor.close()
         status, code = finish_run(
-            self.state, self.run_name, run.workflow, self.stopping is not None
+            self.state, self.store, self.run_name, run.workflow, self.stopping is not None
         )
         if status == "done" and run.tag:
             self._tag(run.tag)
@@ -174,7 +175,8 @@ class Supervisor:
         spec = JobSpec.from_dict(job.spec)
         run = self.state.run(self.run_name)
         try:
-            inputs = inputs + external_inputs(self.state, spec)
+            tags = open_tags(self.state, self.store)
+            inputs = inputs + external_inputs(self.state, tags, spec)
             manifests = {i.manifest: self.store.get_manifest(i.manifest) for i in inputs}
             key = self._cache_key(run, job, manifests)
             if not is_target and not self.no_cache and self._reuse(job, key):
@@ -404,10 +406,8 @@ class Supervisor:
             fail_pending(self.state, job, "the run was stopped", status="stopped")
 
     def _tag(self, tag: str) -> None:
-        from dstack.tags import tag_run
-
         try:
-            tag_run(self.state, tag, self.run_name)
+            tag_run(self.state, self.store, tag, self.run_name)
             self._note(f"tagged the run as '{tag}'")
         except Exception as e:
             self._note(f"the run succeeded but could not be tagged: {e}")

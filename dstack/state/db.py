@@ -6,15 +6,15 @@ import json
 import random
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from dstack.errors import HomeError, NotFoundError, RunStateError
 from dstack.home import Home
-from dstack.state.records import IN_ACTIVE, JobRecord, RunRecord, TagRecord
+from dstack.state.records import IN_ACTIVE, JobRecord, RunRecord
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE runs (
     name TEXT PRIMARY KEY, workflow TEXT NOT NULL, status TEXT NOT NULL,
@@ -44,10 +44,6 @@ CREATE TABLE hosts (
 CREATE TABLE leases (
     host_name TEXT NOT NULL, slot INTEGER NOT NULL, run_name TEXT NOT NULL,
     workflow TEXT NOT NULL, since REAL NOT NULL, PRIMARY KEY (host_name, slot)
-);
-CREATE TABLE tags (
-    name TEXT PRIMARY KEY, run_name TEXT NOT NULL, created_at REAL NOT NULL,
-    manifests TEXT NOT NULL
 );
 """
 
@@ -175,10 +171,15 @@ class State:
         jobs: Sequence[tuple[str, dict[str, Any], list[str]]],
         detached: bool = False,
         placement: dict[str, Any] | None = None,
+        taken: Callable[[str], bool] | None = None,
     ) -> str:
-        """Insert a run and its jobs (in topological order) atomically; returns the run name."""
+        """Insert a run and its jobs (in topological order) atomically; returns the run name.
+
+        ``taken`` tells whether a name is used elsewhere (by a teammate sharing the store)."""
         for _ in range(100):
             candidate = _new_run_name()
+            if taken is not None and taken(candidate):
+                continue
             try:
                 with self.transaction() as c:
                     c.execute(
@@ -226,6 +227,14 @@ class State:
                 f"No run named '{name}'.", hint=did_you_mean(name, names) or "see `dstack ps -a`"
             )
         return RunRecord.from_row(row)
+
+    def has_run(self, name: str) -> bool:
+        return (
+            self.conn.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone() is not None
+        )
+
+    def run_names(self) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT name FROM runs")}
 
     def runs(self, include_finished: bool, recent: int = 10) -> list[RunRecord]:
         """Active runs, plus the ``recent`` latest finished ones (all with include_finished)."""
@@ -318,44 +327,17 @@ class State:
         ).fetchall()
         return {r[0] for r in rows}
 
-    # tags ---------------------------------------------------------------------------------
+    # tags of version 2 databases, moved into the store once ----------------------------
 
-    def add_tag(self, name: str, run_name: str, manifests: dict[str, str]) -> None:
-        try:
-            with self.transaction() as c:
-                c.execute(
-                    "INSERT INTO tags (name, run_name, created_at, manifests) VALUES (?,?,?,?)",
-                    (name, run_name, time.time(), json.dumps(manifests)),
-                )
-        except sqlite3.IntegrityError:
-            raise RunStateError(
-                f"Tag '{name}' already exists.", hint=f"delete it first: dstack tags delete {name}"
-            ) from None
+    def legacy_tags(self) -> list[tuple[str, str, dict[str, str]]] | None:
+        """(tag, run, manifests) rows of the tags table version 2 kept here; None when gone."""
+        if not self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tags'"
+        ).fetchone():
+            return None
+        rows = self.conn.execute("SELECT name, run_name, manifests FROM tags").fetchall()
+        return [(r[0], r[1], json.loads(r[2])) for r in rows]
 
-    def tag(self, name: str) -> TagRecord:
-        row = self.conn.execute("SELECT * FROM tags WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            from dstack.spec.suggest import did_you_mean
-
-            names = [r[0] for r in self.conn.execute("SELECT name FROM tags")]
-            raise NotFoundError(
-                f"No tag named '{name}'.",
-                hint=did_you_mean(name, names)
-                or f"tag a finished run with `dstack tags add {name} -r RUN`, "
-                f"or run with `dstack run WORKFLOW -t {name}`",
-            )
-        return TagRecord.from_row(row)
-
-    def tags(self) -> list[TagRecord]:
-        rows = self.conn.execute("SELECT * FROM tags ORDER BY created_at DESC").fetchall()
-        return [TagRecord.from_row(r) for r in rows]
-
-    def tags_of_run(self, run_name: str) -> list[str]:
-        return [
-            r[0] for r in self.conn.execute("SELECT name FROM tags WHERE run_name = ?", (run_name,))
-        ]
-
-    def delete_tag(self, name: str) -> None:
-        self.tag(name)
+    def drop_legacy_tags(self) -> None:
         with self.transaction() as c:
-            c.execute("DELETE FROM tags WHERE name = ?", (name,))
+            c.execute("DROP TABLE IF EXISTS tags")

@@ -77,13 +77,3 @@ class JobRecord(Record):
     @property
     def finished(self) -> bool:
         return self.status in FINAL
-
-
-@dataclass(frozen=True)
-class TagRecord(Record):
-    JSON = frozenset({"manifests"})
-
-    name: str
-    run_name: str
-    created_at: float
-    manifests: dict[str, str]

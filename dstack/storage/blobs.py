@@ -1,16 +1,28 @@
-"""Content-addressed blobs: sha256 keys, fan-out folders, written once, verified on every read."""
+"""Content-addressed blobs: sha256 keys, fan-out folders, written once, verified on every read.
+
+Over a remote store two things keep syncs cheap: hashes known to be in the store are remembered
+in a file per store (blobs are never overwritten or deleted, so a known hash stays true), and a
+large batch of unknown hashes is answered with one listing rather than a request per blob.
+Blobs read from a remote store for a job are kept in a local cache, verified again on each use.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import tempfile
+import threading
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from dstack.errors import StoreError
-from dstack.storage.objects import ObjectStore
+from dstack.storage.objects import Meter, ObjectStore
 
 CHUNK = 1 << 20
+LIST_AT = 256  # unknown hashes in one batch from which a listing is cheaper than lookups
+LIST_PAGES_PER_HASH = 4  # list at most this many keys per unknown hash before falling back
 
 
 def file_sha256(path: Path) -> str:
@@ -25,43 +37,158 @@ def blob_key(sha: str) -> str:
     return f"blobs/{sha[:2]}/{sha[2:]}"
 
 
+@dataclass(frozen=True)
+class Upload:
+    """A file to store under its hash; ``signature`` is (size, mtime) when it was hashed."""
+
+    path: Path
+    sha256: str
+    signature: tuple[int, int]
+
+
+class KnownBlobs:
+    """Hashes known to be in one store, shared by every process through an append-only file."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.hashes: set[str] = set()
+        self._lock = threading.Lock()
+        if path is not None and path.exists():
+            self.hashes = set(path.read_text().split())
+
+    def __contains__(self, sha: str) -> bool:
+        return sha in self.hashes
+
+    def add(self, shas: Iterable[str]) -> None:
+        with self._lock:
+            new = [s for s in shas if s not in self.hashes]
+            self.hashes.update(new)
+            if new and self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "a") as out:  # O_APPEND: concurrent writers never interleave
+                    out.write("".join(f"{s}\n" for s in new))
+
+
 class BlobStore:
-    def __init__(self, objects: ObjectStore) -> None:
-        self.objects = objects
-        self._known: set[str] = set()
+    def __init__(
+        self,
+        objects: ObjectStore,
+        known_path: Path | None = None,
+        cache: ObjectStore | None = None,
+    ) -> None:
+        self.objects, self.cache = objects, cache
+        self.known = KnownBlobs(known_path)
+
+    # writing ---------------------------------------------------------------------------
+
+    def missing(self, shas: Iterable[str]) -> set[str]:
+        """The hashes the store lacks."""
+        unknown = {s for s in shas if s not in self.known}
+        if not unknown:
+            return set()
+        present: set[str] = set()
+        if self.objects.remote and len(unknown) >= LIST_AT:
+            listed, upto = self._listed(len(unknown) * LIST_PAGES_PER_HASH)
+            present = unknown & listed
+            if upto is None:
+                unknown_left: set[str] = set()
+            else:
+                unknown_left = {s for s in unknown - present if s > upto}
+        else:
+            unknown_left = unknown
+        if unknown_left:
+            keys = sorted(unknown_left)
+            with ThreadPoolExecutor(self.objects.parallelism) as pool:
+                found = pool.map(lambda s: self.objects.exists(blob_key(s)), keys)
+                present |= {s for s, there in zip(keys, found, strict=True) if there}
+        self.known.add(present)
+        return unknown - present
+
+    def _listed(self, limit: int) -> tuple[set[str], str | None]:
+        """Hashes found by listing; the last hash seen when the listing was cut short."""
+        keys = self.objects.keys("blobs/", limit=limit)
+        shas = {k[6:8] + k[9:] for k in keys if len(k) == 6 + 2 + 1 + 62}
+        return shas, (max(shas) if len(keys) >= limit and shas else None)
+
+    def put_many(
+        self, uploads: Iterable[Upload], link: bool = False, progress: Meter | None = None
+    ) -> set[str]:
+        """Store what the store lacks, in parallel; returns hashes whose file changed meanwhile
+        (their blob is not kept: the next sync stores the new content)."""
+        by_sha = {u.sha256: u for u in uploads}
+        todo = [by_sha[s] for s in sorted(self.missing(by_sha))]
+        changed: set[str] = set()
+        if progress is not None:
+            progress.expect(sum(item.signature[0] for item in todo))
+
+        def one(item: Upload) -> None:
+            key = blob_key(item.sha256)
+            if link:
+                self.objects.link_file(key, item.path)
+            else:
+                self.objects.put_file(key, item.path, progress)
+            if _signature(item.path) != item.signature:  # rewritten while it was copied
+                self.objects.delete(key)
+                changed.add(item.sha256)
+
+        if len(todo) == 1:
+            one(todo[0])
+        elif todo:
+            with ThreadPoolExecutor(self.objects.parallelism) as pool:
+                list(pool.map(one, todo))
+        self.known.add(s for s in by_sha if s not in changed)
+        return changed
 
     def put(self, path: Path, sha: str | None = None, link: bool = False) -> str:
-        """Store the file's bytes unless a blob with that hash exists; returns the hash."""
+        """Store one file's bytes unless a blob with that hash exists; returns the hash."""
+        signature = _signature(path)
         sha = sha or file_sha256(path)
-        if sha not in self._known:
-            if not self.objects.exists(blob_key(sha)):
-                if link:
-                    self.objects.link_file(blob_key(sha), path)
-                else:
-                    self.objects.put_file(blob_key(sha), path)
-            self._known.add(sha)
+        if self.put_many([Upload(path, sha, signature)], link):
+            raise StoreError(f"'{path}' changed while it was being stored; try again.")
         return sha
 
     def has(self, sha: str) -> bool:
-        return sha in self._known or self.objects.exists(blob_key(sha))
+        return not self.missing([sha])
 
-    def get(self, sha: str, dest: Path, label: str) -> None:
-        """Write the blob to ``dest`` atomically, refusing bytes whose hash is not ``sha``."""
+    # reading ---------------------------------------------------------------------------
+
+    def get(self, sha: str, dest: Path, label: str, keep: bool = False) -> None:
+        """Write the blob to ``dest`` atomically, refusing bytes whose hash is not ``sha``.
+
+        With ``keep`` a blob read from a remote store is also kept in the local cache."""
+        if self.cache is not None and self.cache.exists(blob_key(sha)):
+            try:
+                return self._fetch(self.cache, sha, dest, label)
+            except StoreError:
+                self.cache.delete(blob_key(sha))  # damaged on this disk: fetch it again
+        self._fetch(self.objects, sha, dest, label)
+        if keep and self.cache is not None:
+            self.cache.put_file(blob_key(sha), dest)
+
+    def _fetch(self, source: ObjectStore, sha: str, dest: Path, label: str) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".dstack-")
         digest = hashlib.sha256()
         try:
             with os.fdopen(fd, "wb") as out:
-                for chunk in self.objects.open_read(blob_key(sha)):
+                for chunk in source.open_read(blob_key(sha)):
                     digest.update(chunk)
                     out.write(chunk)
             if digest.hexdigest() != sha:
                 raise StoreError(
-                    f"'{label}' is corrupted in the store: its content hashes to "
-                    f"{digest.hexdigest()[:12]}…, not {sha[:12]}….",
+                    f"'{label}' is corrupted in the store {source.describe()}: its content "
+                    f"hashes to {digest.hexdigest()[:12]}…, not {sha[:12]}….",
                     hint="the stored copy was damaged; re-run the job that produced it",
                 )
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _signature(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return (-1, -1)
+    return (st.st_size, st.st_mtime_ns)

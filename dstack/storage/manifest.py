@@ -6,13 +6,14 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from dstack.errors import StoreError
-from dstack.storage.blobs import BlobStore, file_sha256
+from dstack.storage.blobs import BlobStore, Upload, file_sha256
+from dstack.storage.objects import Meter, Progress
 
 
 @dataclass(frozen=True)
@@ -66,10 +67,33 @@ def safe_relative(path: str) -> PurePosixPath:
 
 
 class StatCache:
-    """Remembers hashes by (size, mtime, inode) so unchanged files are not hashed again."""
+    """Remembers hashes by (size, mtime, inode) so unchanged files are not hashed again.
 
-    def __init__(self) -> None:
+    ``load``/``save`` keep it in a file between commands (re-syncing an unchanged tree then
+    reads no file); a stale or damaged file only costs hashing again."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
         self._seen: dict[str, tuple[tuple[int, int, int], str]] = {}
+        self._dirty = False
+
+    @classmethod
+    def load(cls, path: Path) -> StatCache:
+        cache = cls(path)
+        try:
+            raw = json.loads(path.read_text())
+            cache._seen = {k: ((v[0], v[1], v[2]), v[3]) for k, v in raw.items()}
+        except (FileNotFoundError, ValueError, TypeError, IndexError, AttributeError):
+            pass
+        return cache
+
+    def save(self) -> None:
+        if self.path is None or not self._dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({k: [*key, sha] for k, (key, sha) in self._seen.items()}))
+        tmp.replace(self.path)
 
     def sha256(self, path: Path, st: os.stat_result) -> str:
         key = (st.st_size, st.st_mtime_ns, st.st_ino)
@@ -78,6 +102,7 @@ class StatCache:
             return hit[1]
         sha = file_sha256(path)
         self._seen[str(path)] = (key, sha)
+        self._dirty = True
         return sha
 
 
@@ -87,11 +112,14 @@ def scan_files(
     blobs: BlobStore,
     cache: StatCache | None = None,
     link: bool = False,
+    progress: Meter | None = None,
 ) -> list[Entry]:
     """Store each regular file (and symlink) under the given paths; return their entries.
 
-    Files are hashed on all cores. With ``link`` the store may hard-link a file instead of
-    copying it: only for files nobody rewrites in place (rsync replaces, it never edits)."""
+    Files are hashed on all cores, then only the blobs the store lacks are sent, in parallel.
+    With ``link`` the store may hard-link a file instead of copying it: only for files nobody
+    rewrites in place (rsync replaces, it never edits). A file rewritten while it was being
+    stored is left out; the next scan stores its new content."""
     cache = cache or StatCache()
     found: list[tuple[Path, str, os.stat_result]] = []
     for rel in rel_paths:
@@ -101,24 +129,32 @@ def scan_files(
             except FileNotFoundError:
                 continue  # removed while we looked: the next scan sees the truth
 
-    def store(item: tuple[Path, str, os.stat_result]) -> Entry | None:
+    def describe(item: tuple[Path, str, os.stat_result]) -> Entry | None:
         path, name, st = item
         try:
             if stat.S_ISLNK(st.st_mode):
                 return Entry(name, 0, 0o777, link=os.readlink(path))
             if stat.S_ISREG(st.st_mode):
-                sha = blobs.put(path, cache.sha256(path, st), link=link)
+                sha = cache.sha256(path, st)
                 return Entry(name, st.st_size, stat.S_IMODE(st.st_mode), sha)
         except FileNotFoundError:
             pass
         return None
 
     if len(found) < 2:
-        stored = [store(item) for item in found]
+        described = [describe(item) for item in found]
     else:
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            stored = list(pool.map(store, found))
-    return [entry for entry in stored if entry is not None]
+            described = list(pool.map(describe, found))
+    entries = [entry for entry in described if entry is not None]
+    stats = {name: st for _, name, st in found}
+    uploads = [
+        Upload(root / e.path, e.sha256, (stats[e.path].st_size, stats[e.path].st_mtime_ns))
+        for e in entries
+        if e.link is None
+    ]
+    changed = blobs.put_many(uploads, link, progress)
+    return [e for e in entries if e.sha256 not in changed or e.link is not None]
 
 
 def _walk(path: Path) -> Iterable[Path]:
@@ -137,26 +173,44 @@ def materialize(
     entries: list[Entry],
     dest: Path,
     blobs: BlobStore,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
+    keep: bool = False,
 ) -> None:
-    """Write entries under ``dest``; links may not point outside it."""
+    """Write entries under ``dest`` (files in parallel); links may not point outside it.
+
+    Every path is checked before anything is written, so a tampered manifest writes nothing."""
     dest_resolved = dest.resolve()
+    files, links = [], []
     for entry in entries:
-        rel = safe_relative(entry.path)
-        target = dest / rel
-        if entry.link is not None:
-            resolved = (target.parent / entry.link).resolve()
-            if not resolved.is_relative_to(dest_resolved):
-                raise StoreError(
-                    f"Symlink '{entry.path}' points outside its folder ({entry.link}).",
-                    hint="links are restored only when they stay inside the artifacts",
-                )
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.is_symlink() or target.exists():
-                target.unlink()
-            os.symlink(entry.link, target)
+        target = dest / safe_relative(entry.path)
+        if entry.link is None:
+            files.append((entry, target))
             continue
-        blobs.get(entry.sha256, target, entry.path)
+        resolved = (target.parent / entry.link).resolve()
+        if not resolved.is_relative_to(dest_resolved):
+            raise StoreError(
+                f"Symlink '{entry.path}' points outside its folder ({entry.link}).",
+                hint="links are restored only when they stay inside the artifacts",
+            )
+        links.append((entry, target))
+
+    def write(item: tuple[Entry, Path]) -> None:
+        entry, target = item
+        if target.is_symlink():
+            target.unlink()  # never write through a link left in the target folder
+        blobs.get(entry.sha256, target, entry.path, keep)
         os.chmod(target, entry.mode & 0o777 | 0o200)
         if progress:
             progress(entry.size)
+
+    if len(files) > 1:
+        with ThreadPoolExecutor(blobs.objects.parallelism) as pool:
+            list(pool.map(write, files))
+    else:
+        for item in files:
+            write(item)
+    for entry, target in links:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink() or target.exists():
+            target.unlink()
+        os.symlink(entry.link, target)  # type: ignore[arg-type]

@@ -6,17 +6,36 @@ import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 from dstack.errors import StoreError
 
+Progress = Callable[[int], None]  # called with a number of bytes just moved
+
+
+class Meter(Protocol):
+    """A progress display: told the total once known, then each number of bytes moved."""
+
+    def __call__(self, moved: int) -> None: ...
+
+    def expect(self, total: int) -> None: ...
+
 
 class ObjectStore(ABC):
-    """Bytes under string keys ('a/b/c'); writes are atomic: a reader sees all or nothing."""
+    """Bytes under string keys ('a/b/c'); writes are atomic: a reader sees all or nothing.
+
+    ``remote`` stores answer over the network: callers batch their questions (one listing
+    instead of many existence checks) and move files with ``parallelism`` threads."""
+
+    url: str = ""
+    remote: bool = False
+    parallelism: int = min(8, os.cpu_count() or 1)
 
     @abstractmethod
-    def put_file(self, key: str, src: Path) -> None: ...
+    def put_file(self, key: str, src: Path, progress: Progress | None = None) -> None:
+        """Store the file's bytes; large files may go in parts (a reader still sees all or none)."""
 
     @abstractmethod
     def put_bytes(self, key: str, data: bytes) -> None: ...
@@ -39,7 +58,15 @@ class ObjectStore(ABC):
     def delete(self, key: str) -> None: ...
 
     @abstractmethod
-    def list(self, prefix: str) -> list[str]: ...
+    def keys(self, prefix: str, limit: int | None = None) -> list[str]:
+        """Keys under ``prefix`` in ascending order; at most ``limit`` when given."""
+
+    def describe(self) -> str:
+        return self.url
+
+    @abstractmethod
+    def ensure_bucket(self) -> list[str]:
+        """Create the bucket (versioned) or folder when missing; returns what was done."""
 
 
 class LocalObjectStore(ObjectStore):
@@ -49,9 +76,19 @@ class LocalObjectStore(ObjectStore):
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.url = root.as_uri()
 
     def _path(self, key: str) -> Path:
         return self.root / key
+
+    def ensure_bucket(self) -> list[str]:
+        if self.root.is_dir():
+            return []
+        try:
+            self.root.mkdir(parents=True)
+        except OSError as e:
+            raise StoreError(f"Cannot create the store folder {self.root}: {e.strerror}.") from e
+        return [f"created folder {self.root}"]
 
     def _atomic_target(self, key: str) -> tuple[Path, int, str]:
         path = self._path(key)
@@ -59,7 +96,7 @@ class LocalObjectStore(ObjectStore):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         return path, fd, tmp
 
-    def put_file(self, key: str, src: Path) -> None:
+    def put_file(self, key: str, src: Path, progress: Progress | None = None) -> None:
         path, fd, tmp = self._atomic_target(key)
         try:
             with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
@@ -69,6 +106,8 @@ class LocalObjectStore(ObjectStore):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        if progress:
+            progress(path.stat().st_size)
 
     def link_file(self, key: str, src: Path) -> None:
         path = self._path(key)
@@ -111,12 +150,13 @@ class LocalObjectStore(ObjectStore):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
-    def list(self, prefix: str) -> list[str]:
+    def keys(self, prefix: str, limit: int | None = None) -> list[str]:
         base = self._path(prefix)
         if not base.is_dir():
             return []
-        return sorted(
+        keys = sorted(
             str(p.relative_to(self.root))
             for p in base.rglob("*")
             if p.is_file() and not p.name.startswith(".tmp-")
         )
+        return keys[:limit] if limit is not None else keys

@@ -1,6 +1,19 @@
-"""The store facade the rest of dstack uses: blobs plus named manifests over one ObjectStore."""
+"""The store facade the rest of dstack uses: blobs, manifests and shared run records over one
+ObjectStore.
+
+Layout (the same in a folder and in a bucket):
+  blobs/ab/cdef…           file contents by sha256, written once
+  snapshots/DIGEST.json    code snapshots (manifests)
+  manifests/RUN/JOB.json   a job's artifacts; written last, in one put, so never half-visible
+  runs/RUN.json            what a teammate needs to list a run and fetch its artifacts
+  tags/TAG/TIME-ID.json    a tag's history, one immutable event per change (dstack.tags)
+"""
 
 from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
 
 from dstack.errors import StoreError
 from dstack.home import Home
@@ -17,14 +30,33 @@ def snapshot_key(digest: str) -> str:
     return f"snapshots/{digest}.json"
 
 
+def run_key(run: str) -> str:
+    return f"runs/{run}.json"
+
+
 class Store:
-    def __init__(self, objects: ObjectStore) -> None:
+    def __init__(self, objects: ObjectStore, home: Home | None = None) -> None:
         self.objects = objects
-        self.blobs = BlobStore(objects)
+        self.shared = home is None or objects.url != LocalObjectStore(home.store_dir).url
+        if objects.remote and home is not None:
+            known = home.root / "cache" / "known-blobs" / _digest(objects.url)
+            cache = LocalObjectStore(home.root / "cache" / "blobs")
+            self.blobs = BlobStore(objects, known, cache)
+        else:
+            self.blobs = BlobStore(objects)
 
     @classmethod
     def open(cls, home: Home) -> Store:
-        return cls(LocalObjectStore(home.store_dir))
+        from dstack.config import store_settings
+        from dstack.storage.location import open_objects
+
+        return cls(open_objects(store_settings(home), home.store_dir), home)
+
+    @property
+    def url(self) -> str:
+        return self.objects.url
+
+    # manifests -----------------------------------------------------------------------
 
     def put_manifest(self, key: str, manifest: Manifest) -> None:
         self.objects.put_bytes(key, manifest.to_json())
@@ -37,3 +69,30 @@ class Store:
 
     def delete_manifest(self, key: str) -> None:
         self.objects.delete(key)
+
+    # shared run records --------------------------------------------------------------
+
+    def put_run(self, record: dict[str, Any]) -> None:
+        self.objects.put_bytes(run_key(record["name"]), json.dumps(record).encode())
+
+    def get_run(self, name: str) -> dict[str, Any] | None:
+        if not self.objects.exists(run_key(name)):
+            return None
+        try:
+            data: dict[str, Any] = json.loads(self.objects.get_bytes(run_key(name)))
+            return data
+        except ValueError as e:
+            raise StoreError(f"The record of run '{name}' in the store is unreadable: {e}.") from e
+
+    def has_run(self, name: str) -> bool:
+        return self.objects.exists(run_key(name))
+
+    def run_names(self) -> list[str]:
+        return [k[5:-5] for k in self.objects.keys("runs/") if k.endswith(".json")]
+
+    def delete_run(self, name: str) -> None:
+        self.objects.delete(run_key(name))
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

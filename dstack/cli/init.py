@@ -1,0 +1,48 @@
+"""`dstack init [--store URL]`: choose where artifacts, run records and tags are kept."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        help="Choose the store (default: a folder in DSTACK_HOME). A bucket is created when "
+        "missing, with object versioning on, and read/write access is checked."
+    )(init)
+
+
+def init(
+    store: str | None = typer.Option(
+        None,
+        "--store",
+        help="file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix",
+    ),
+    endpoint_url: str | None = typer.Option(
+        None, "--endpoint-url", help="S3-compatible server (s3:// only)"
+    ),
+    region: str | None = typer.Option(None, "--region", help="Bucket region (s3:// only)"),
+    profile: str | None = typer.Option(None, "--profile", help="AWS profile (s3:// only)"),
+    project: str | None = typer.Option(None, "--project", help="Google Cloud project (gs://)"),
+    account: str | None = typer.Option(None, "--account", help="Azure storage account (az://)"),
+) -> None:
+    from dstack.cli.common import open_state
+    from dstack.storage.check import check_store, save_store_settings
+
+    home, _ = open_state()
+    options = {
+        "url": store,
+        "endpoint_url": endpoint_url,
+        "region": region,
+        "profile": profile,
+        "project": project,
+        "account": account,
+    }
+    settings, notes = check_store(home, {k: v for k, v in options.items() if v is not None})
+    if store is not None:
+        save_store_settings(home, settings)
+    where = settings.url or f"{home.store_dir} (local)"
+    done = "; ".join(notes) if notes else "already there"
+    sys.stderr.write(f"Store: {where}: {done}; read, write, list and delete work.\n")

@@ -1,0 +1,46 @@
+"""Progress bars for uploads and downloads (rich, on stderr, only for transfers worth watching)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+MIN_BYTES = 8 * 1024**2
+
+
+class TransferBar:
+    """A byte meter: ``expect(total)`` shows the bar when the total is worth it; calls advance it."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.progress: Any = None
+        self.task: Any = None
+
+    def expect(self, total: int) -> None:
+        if total < MIN_BYTES or self.progress is not None:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+        columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn())
+        self.progress = Progress(*columns, transient=True, console=Console(stderr=True))
+        self.task = self.progress.add_task(self.label, total=total)
+        self.progress.start()
+
+    def __call__(self, moved: int) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task, moved)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+@contextmanager
+def transfer_bar(label: str) -> Iterator[TransferBar]:
+    bar = TransferBar(label)
+    try:
+        yield bar
+    finally:
+        bar.close()

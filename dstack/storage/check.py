@@ -1,0 +1,58 @@
+"""Checking a store before it is used: it exists (or is created) and this user can use it."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from dstack.errors import SpecError, StoreError
+from dstack.home import Home
+
+if TYPE_CHECKING:
+    from dstack.spec.config import StoreSettings
+
+
+def check_store(home: Home, options: dict[str, Any]) -> tuple[StoreSettings, list[str]]:
+    """Validate the settings, create the bucket when missing, and round-trip a probe object."""
+    from pydantic import ValidationError
+
+    from dstack.config import store_settings
+    from dstack.spec.config import StoreSettings
+    from dstack.storage.location import open_objects
+
+    try:
+        settings = StoreSettings.model_validate(options) if options else store_settings(home)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise SpecError(
+            f"--{field.replace('_', '-')}: {err['msg'].removeprefix('Value error, ')}.",
+            hint="e.g. dstack init --store s3://my-bucket/dstack",
+        ) from None
+    objects = open_objects(settings, home.store_dir)
+    notes = objects.ensure_bucket()
+    probe = f"dstack-check/{os.urandom(8).hex()}"
+    payload = os.urandom(32)
+    objects.put_bytes(probe, payload)
+    try:
+        if objects.get_bytes(probe) != payload:
+            raise StoreError(f"{objects.url} returned different bytes than were written.")
+        if probe not in objects.keys("dstack-check/"):
+            raise StoreError(f"{objects.url} does not list an object just written.")
+    finally:
+        objects.delete(probe)
+    return settings, notes
+
+
+def save_store_settings(home: Home, settings: StoreSettings) -> None:
+    """Write the `store:` section of config.yaml, keeping every other setting."""
+    import yaml
+
+    path = home.root / "config.yaml"
+    data: dict[str, Any] = {}
+    if path.exists():
+        data = yaml.safe_load(path.read_text()) or {}
+    data["store"] = settings.model_dump(exclude_none=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    tmp.replace(path)

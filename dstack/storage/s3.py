@@ -1,0 +1,203 @@
+"""S3 and S3-compatible servers (boto3): `s3://bucket/prefix`.
+
+Large files go up in parts through boto3's transfer manager (a part is read from disk when it is
+sent, so memory stays flat); S3 makes an object visible only when its upload completes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from dstack.errors import StoreError
+from dstack.storage.objects import ObjectStore, Progress
+
+PART = 32 * 1024**2
+INSTALL_HINT = "install the AWS extra: pip install 'dstack[aws]'"
+
+
+class S3ObjectStore(ObjectStore):
+    remote = True
+    parallelism = 16
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+    ) -> None:
+        try:
+            import boto3
+            from boto3.s3.transfer import TransferConfig
+            from botocore.config import Config
+        except ImportError:
+            raise StoreError("s3:// stores need boto3.", hint=INSTALL_HINT) from None
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self.region = region
+        with self._errors("connect to"):
+            session = boto3.session.Session(profile_name=profile, region_name=region)
+            self.client = session.client(
+                "s3",
+                endpoint_url=endpoint_url,
+                config=Config(
+                    max_pool_connections=self.parallelism * 2,
+                    retries={"max_attempts": 5, "mode": "standard"},
+                    tcp_keepalive=True,
+                ),
+            )
+        self.transfer = TransferConfig(
+            multipart_threshold=PART, multipart_chunksize=PART, max_concurrency=8
+        )
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    @contextmanager
+    def _errors(self, action: str, key: str = "") -> Iterator[None]:
+        """SDK exceptions become one clear sentence naming the bucket and what to do."""
+        from botocore import exceptions as bx
+
+        where = f"'{key}' in {self.url}" if key else self.url
+        try:
+            yield
+        except bx.ClientError as e:
+            raise _client_error(e, action, where, self) from None
+        except bx.NoCredentialsError:
+            raise StoreError(
+                f"Cannot {action} {where}: no AWS credentials were found.",
+                hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or store.profile in "
+                "DSTACK_HOME/config.yaml",
+            ) from None
+        except bx.ProfileNotFound as e:
+            raise StoreError(
+                f"Cannot {action} {where}: {e}.", hint="check store.profile in config.yaml"
+            ) from None
+        except (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError) as e:
+            raise StoreError(
+                f"Cannot {action} {where}: the endpoint is unreachable ({e}).",
+                hint="check store.endpoint_url and your network",
+            ) from None
+        except bx.BotoCoreError as e:
+            raise StoreError(f"Cannot {action} {where}: {e}.") from None
+
+    def put_file(self, key: str, src: Path, progress: Progress | None = None) -> None:
+        with self._errors("upload to", key):
+            self.client.upload_file(
+                str(src), self.bucket, self._key(key), Config=self.transfer, Callback=progress
+            )
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        with self._errors("write", key):
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def open_read(self, key: str) -> Iterator[bytes]:
+        with self._errors("read", key):
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            yield from body.iter_chunks(1 << 20)
+
+    def get_bytes(self, key: str) -> bytes:
+        with self._errors("read", key):
+            data: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(key))[
+                "Body"
+            ].read()
+            return data
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        with self._errors("look up", key):
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+                return True
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
+
+    def delete(self, key: str) -> None:
+        with self._errors("delete", key):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def keys(self, prefix: str, limit: int | None = None) -> list[str]:
+        keys: list[str] = []
+        cut = len(self._key(""))
+        with self._errors("list", prefix):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._key(prefix)
+            )
+            for page in pages:
+                keys += [item["Key"][cut:] for item in page.get("Contents", [])]
+                if limit is not None and len(keys) >= limit:
+                    return keys[:limit]
+        return keys
+
+    # dstack init ---------------------------------------------------------------------
+
+    def ensure_bucket(self) -> list[str]:
+        """Create the bucket with versioning when it is missing; returns what was done."""
+        from botocore.exceptions import ClientError
+
+        notes = []
+        with self._errors("reach the bucket of"):
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+                    raise
+                region = self.region or self.client.meta.region_name
+                kwargs: dict[str, Any] = {"Bucket": self.bucket}
+                if region and region != "us-east-1":
+                    kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+                self.client.create_bucket(**kwargs)
+                notes.append(f"created bucket {self.bucket}")
+        with self._errors("turn on versioning for"):
+            status = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
+            if status != "Enabled":
+                self.client.put_bucket_versioning(
+                    Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"}
+                )
+                notes.append("turned on object versioning")
+        return notes
+
+
+def _client_error(e: Any, action: str, where: str, store: S3ObjectStore) -> StoreError:
+    error = e.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    headers = e.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"):
+        return StoreError(
+            f"Cannot {action} {where}: the credentials were refused ({code}).",
+            hint="check the access key and secret (or store.profile) for this bucket",
+        )
+    if code in ("AccessDenied", "403", "AllAccessDisabled"):
+        return StoreError(
+            f"Cannot {action} {where}: permission denied ({error.get('Message') or code}).",
+            hint="the credentials need s3:GetObject, s3:PutObject, s3:ListBucket and "
+            "s3:DeleteObject on this bucket (and s3:CreateBucket for dstack init)",
+        )
+    bucket_region = headers.get("x-amz-bucket-region")
+    if code in (
+        "PermanentRedirect",
+        "AuthorizationHeaderMalformed",
+        "301",
+        "IllegalLocationConstraintException",
+    ):
+        return StoreError(
+            f"Cannot {action} {where}: wrong region"
+            + (f" (the bucket is in {bucket_region})" if bucket_region else f" ({code})")
+            + ".",
+            hint=f"set store.region: {bucket_region or 'REGION'} in DSTACK_HOME/config.yaml",
+        )
+    if code in ("NoSuchBucket",):
+        return StoreError(
+            f"Cannot {action} {where}: bucket {store.bucket} does not exist.",
+            hint=f"create it: dstack init --store {store.url}",
+        )
+    if code in ("NoSuchKey", "404"):
+        return StoreError(f"Object {where} is missing from the store.")
+    return StoreError(f"Cannot {action} {where}: {code}: {error.get('Message', e)}.")

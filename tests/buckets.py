@@ -1,0 +1,199 @@
+"""Real object-store servers for the tests: SeaweedFS (S3), Azurite (Azure Blob), a GCS emulator.
+
+Each is started as a child process bound to 127.0.0.1 on free ports and stopped by its pid.
+SeaweedFS runs with two identities (a full one and a read-only one), so wrong keys and missing
+permissions are real refusals by a real server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.sshd import free_port
+
+BIN = Path(sys.executable).parent
+ADMIN = ("dstackadmin", "dstack-admin-secret")
+READER = ("dstackreader", "dstack-reader-secret")
+AZURITE_DIR = Path.home() / ".cache" / "dstack-tests" / "azurite"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not open port {port} in {timeout} s")
+
+
+class Service:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int) -> None:
+        self.proc, self.port = proc, port
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class SeaweedS3(Service):
+    """`weed mini` with its S3 gateway on ``self.port``."""
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self, keys: tuple[str, str] = ADMIN) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": keys[0],
+            "AWS_SECRET_ACCESS_KEY": keys[1],
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL_S3": self.endpoint,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def client(self, keys: tuple[str, str] = ADMIN):  # type: ignore[no-untyped-def]
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=keys[0],
+            aws_secret_access_key=keys[1],
+            region_name="us-east-1",
+        )
+
+
+def start_seaweedfs(workdir: Path) -> SeaweedS3:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "s3.json"
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "admin",
+                        "credentials": [{"accessKey": ADMIN[0], "secretKey": ADMIN[1]}],
+                        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                    },
+                    {
+                        "name": "reader",
+                        "credentials": [{"accessKey": READER[0], "secretKey": READER[1]}],
+                        "actions": ["Read", "List"],
+                    },
+                ]
+            }
+        )
+    )
+    names = ["s3", "master", "master.port.grpc", "volume", "volume.port.grpc", "filer"]
+    names += ["filer.port.grpc", "admin", "admin.port.grpc", "webdav", "debug"]
+    ports = {name: free_port() for name in names}
+    flags = [f"-{n if n.endswith('grpc') else n + '.port'}={p}" for n, p in ports.items()]
+    command = [
+        str(BIN / "weed"),
+        "mini",
+        f"-dir={workdir / 'data'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-admin.ui=false",
+        "-webdav=false",
+        f"-s3.config={config}",
+        *flags,
+    ]
+    (workdir / "data").mkdir(exist_ok=True)
+    log = open(workdir / "weed.log", "wb")  # noqa: SIM115 - the server outlives this function
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    server = SeaweedS3(proc, ports["s3"])
+    _wait_port(server.port, proc, "SeaweedFS")
+    _wait_s3_ready(server)
+    return server
+
+
+def _wait_s3_ready(server: SeaweedS3, timeout: float = 60) -> None:
+    """The S3 port opens before the filer behind it answers: wait for a real listing."""
+    client = server.client()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.list_buckets()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+class Azurite(Service):
+    @property
+    def connection_string(self) -> str:
+        return (
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+            f"AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{self.port}/devstoreaccount1;"
+        )
+
+
+def azurite_binary() -> Path:
+    """Azurite from npm (3.35: later releases need Node 22), installed once per machine."""
+    binary = AZURITE_DIR / "node_modules" / ".bin" / "azurite-blob"
+    if not binary.exists():
+        AZURITE_DIR.mkdir(parents=True, exist_ok=True)
+        npm = shutil.which("npm")
+        if npm is None:
+            raise RuntimeError("the Azure tests need npm (Node.js) to install Azurite")
+        subprocess.run(
+            [npm, "install", "--silent", "--no-audit", "--no-fund", "azurite@3.35"],
+            cwd=AZURITE_DIR,
+            check=True,
+        )
+    return binary
+
+
+def start_azurite(workdir: Path) -> Azurite:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    command = [str(azurite_binary()), "--blobHost", "127.0.0.1", "--blobPort", str(port)]
+    command += ["-l", str(workdir), "--silent", "--disableTelemetry", "--skipApiVersionCheck"]
+    command += ["--loose"]
+    log = open(workdir / "azurite.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    server = Azurite(proc, port)
+    _wait_port(port, proc, "Azurite")
+    return server
+
+
+class GCSEmulator(Service):
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def start_gcs_emulator(workdir: Path) -> GCSEmulator:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    command = [str(BIN / "gcp-storage-emulator"), "start", "-H", "127.0.0.1", "--port", str(port)]
+    command += ["-M"]
+    log = open(workdir / "gcs.log", "wb")  # noqa: SIM115
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env)
+    server = GCSEmulator(proc, port)
+    _wait_port(port, proc, "the GCS emulator")
+    return server
