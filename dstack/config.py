@@ -55,7 +55,7 @@ def _parse(path: Path, mtime: int) -> Config:
             line = line_of(node, part) or line
             node = node[part]
         field = ".".join(str(p) for p in err["loc"])
-        message, hint = err["msg"], "see the example at the top of dstack/config.py or the README"
+        message, hint = err["msg"].removeprefix("Value error, "), "see the example at the top of dstack/config.py or the README"
         if err["type"] == "extra_forbidden":
             message = "unknown key"
             hint = did_you_mean(str(err["loc"][-1]), _keys_at(Config, err["loc"][:-1])) or hint

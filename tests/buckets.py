@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.sshd import free_port
+from sshd import free_port
 
 BIN = Path(sys.executable).parent
 ADMIN = ("dstackadmin", "dstack-admin-secret")

@@ -19,6 +19,7 @@ class Project:
     def __init__(self, root: Path, home: Path) -> None:
         self.root, self.home = root, home
         self.procs: list[subprocess.Popen[str]] = []
+        self.extra_env: dict[str, str] = {}  # e.g. a bucket store's credentials
         (root / ".dstack").mkdir(parents=True, exist_ok=True)
 
     def cleanup(self) -> None:
@@ -42,7 +43,8 @@ class Project:
         return self.write(".dstack/workflows.yaml", text)
 
     def env(self, **extra: str) -> dict[str, str]:
-        return {**os.environ, "DSTACK_HOME": str(self.home), "COLUMNS": "80", **extra}
+        base = {**os.environ, "DSTACK_HOME": str(self.home), "COLUMNS": "80"}
+        return {**base, **self.extra_env, **extra}
 
     def dstack(
         self,
@@ -148,3 +150,33 @@ def sshd_hosts() -> Iterator[list[object]]:
             server.stop()
         for index in (1, 2):
             del_netns(f"dstack-h{index}", index)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real S3 server: SeaweedFS (`weed mini`) on 127.0.0.1, with a full and a read-only key."""
+    from buckets import start_seaweedfs
+
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Azure Blob Storage's emulator, Azurite, from npm."""
+    from buckets import start_azurite
+
+    server = start_azurite(tmp_path_factory.mktemp("azurite"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A Google Cloud Storage emulator (gcp-storage-emulator, from PyPI)."""
+    from buckets import start_gcs_emulator
+
+    server = start_gcs_emulator(tmp_path_factory.mktemp("gcs"))
+    yield server
+    server.stop()

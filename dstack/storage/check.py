@@ -25,8 +25,9 @@ def check_store(home: Home, options: dict[str, Any]) -> tuple[StoreSettings, lis
     except ValidationError as e:
         err = e.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
+        option = "--store" if field == "url" else f"--{field.replace('_', '-')}"
         raise SpecError(
-            f"--{field.replace('_', '-')}: {err['msg'].removeprefix('Value error, ')}.",
+            f"{option}: {err['msg'].removeprefix('Value error, ')}.",
             hint="e.g. dstack init --store s3://my-bucket/dstack",
         ) from None
     objects = open_objects(settings, home.store_dir)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from itertools import islice
 from pathlib import Path
 
 from dstack.errors import StoreError
@@ -110,7 +111,7 @@ class GCSObjectStore(ObjectStore):
             blobs = self.client.list_blobs(
                 self.bucket_name, prefix=self._key(prefix), max_results=limit
             )
-            return [blob.name[cut:] for blob in blobs]
+            return [blob.name[cut:] for blob in islice(blobs, limit)]
 
     def ensure_bucket(self) -> list[str]:
         from google.api_core.exceptions import NotFound

@@ -144,8 +144,8 @@ class S3ObjectStore(ObjectStore):
 
         notes = []
         with self._errors("reach the bucket of"):
-            try:
-                self.client.head_bucket(Bucket=self.bucket)
+            try:  # a listing, not HEAD: its error body tells bad keys from missing rights
+                self.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
             except ClientError as e:
                 if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
                     raise
