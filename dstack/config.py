@@ -55,7 +55,10 @@ def _parse(path: Path, mtime: int) -> Config:
             line = line_of(node, part) or line
             node = node[part]
         field = ".".join(str(p) for p in err["loc"])
-        message, hint = err["msg"].removeprefix("Value error, "), "see the example at the top of dstack/config.py or the README"
+        message, hint = (
+            err["msg"].removeprefix("Value error, "),
+            "see the example at the top of dstack/config.py or the README",
+        )
         if err["type"] == "extra_forbidden":
             message = "unknown key"
             hint = did_you_mean(str(err["loc"][-1]), _keys_at(Config, err["loc"][:-1])) or hint
@@ -88,8 +91,7 @@ def ssh_settings(home: Home) -> SSHBackend:
     return config.backends.ssh if config else SSHBackend()
 
 
-def store_settings(home: Home) -> StoreSettings:
-    from dstack.spec.config import StoreSettings
-
+def store_settings(home: Home) -> StoreSettings | None:
+    """The `store:` settings; None without a config file (pydantic is then never imported)."""
     config = load_config(home)
-    return config.store if config else StoreSettings()
+    return config.store if config else None

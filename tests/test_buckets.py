@@ -372,7 +372,6 @@ def test_bad_store_urls_are_refused_with_the_field(project: Project) -> None:
     project.workflows("workflows:\n  - name: w\n    commands: [true]\n")
     bad = project.dstack("run", "w")
     assert bad.returncode == 2 and "config.yaml:2: field 'store.url': 's3://' is not" in bad.stderr
-    (project.home / "config.yaml").unlink()
 
 
 def test_cli_without_a_bucket_imports_no_cloud_sdk(project: Project) -> None:

@@ -20,8 +20,11 @@ def check_store(home: Home, options: dict[str, Any]) -> tuple[StoreSettings, lis
     from dstack.spec.config import StoreSettings
     from dstack.storage.location import open_objects
 
+    saved = store_settings(home)
     try:
-        settings = StoreSettings.model_validate(options) if options else store_settings(home)
+        settings = (
+            saved if saved is not None and not options else StoreSettings.model_validate(options)
+        )
     except ValidationError as e:
         err = e.errors()[0]
         field = ".".join(str(p) for p in err["loc"])

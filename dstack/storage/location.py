@@ -20,9 +20,9 @@ def split_url(url: str) -> tuple[str, str, str]:
     return scheme, bucket, prefix.strip("/")
 
 
-def open_objects(settings: StoreSettings, default: Path) -> ObjectStore:
+def open_objects(settings: StoreSettings | None, default: Path) -> ObjectStore:
     """The object store the settings name; ``default`` is the folder used when none is set."""
-    if settings.url is None:
+    if settings is None or settings.url is None:
         return LocalObjectStore(default)
     scheme, bucket, prefix = split_url(settings.url)
     if scheme == "file":
