@@ -15,6 +15,8 @@ store:                            # shared, versioned artifacts (default: DSTACK
 
 from __future__ import annotations
 
+import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +25,8 @@ from dstack.errors import SpecError
 from dstack.home import Home
 
 if TYPE_CHECKING:
-    from dstack.spec.config import Config, SSHBackend, StoreSettings
+    from dstack.spec.config import Config, SSHBackend
+    from dstack.storage.location import StoreLocation
 
 
 def load_config(home: Home) -> Config | None:
@@ -91,7 +94,35 @@ def ssh_settings(home: Home) -> SSHBackend:
     return config.backends.ssh if config else SSHBackend()
 
 
-def store_settings(home: Home) -> StoreSettings | None:
-    """The `store:` settings; None without a config file (pydantic is then never imported)."""
-    config = load_config(home)
-    return config.store if config else None
+def validated_config(home: Home) -> dict[str, Any] | None:
+    """config.yaml as validated plain data, cached until the file (or dstack) changes, so the
+    commands that only need the store's location import neither YAML nor pydantic."""
+    from dstack import __version__
+
+    path = home.root / "config.yaml"
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    stamp = f"{__version__}:{st.st_mtime_ns}:{st.st_size}"
+    cache = home.root / "cache" / "config.json"
+    try:
+        saved = json.loads(cache.read_text())
+        if saved["stamp"] == stamp:
+            return saved["config"]  # type: ignore[no-any-return]
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        pass
+    data = _parse(path, st.st_mtime_ns).model_dump(mode="json")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f".config.{os.getpid()}")
+    tmp.write_text(json.dumps({"stamp": stamp, "config": data}))
+    tmp.replace(cache)
+    return data
+
+
+def store_location(home: Home) -> StoreLocation | None:
+    """Where the store is; None without a config file: the folder in DSTACK_HOME."""
+    from dstack.storage.location import StoreLocation
+
+    data = validated_config(home)
+    return StoreLocation(**data["store"]) if data else None

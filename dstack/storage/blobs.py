@@ -25,7 +25,7 @@ LIST_AT = 256  # unknown hashes in one batch from which a listing is cheaper tha
 LIST_PAGES_PER_HASH = 4  # list at most this many keys per unknown hash before falling back
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK):
@@ -41,7 +41,7 @@ def blob_key(sha: str) -> str:
 class Upload:
     """A file to store under its hash; ``signature`` is (size, mtime) when it was hashed."""
 
-    path: Path
+    path: str
     sha256: str
     signature: tuple[int, int]
 
@@ -124,9 +124,9 @@ class BlobStore:
         def one(item: Upload) -> None:
             key = blob_key(item.sha256)
             if link:
-                self.objects.link_file(key, item.path)
+                self.objects.link_file(key, Path(item.path))
             else:
-                self.objects.put_file(key, item.path, progress)
+                self.objects.put_file(key, Path(item.path), progress)
             if _signature(item.path) != item.signature:  # rewritten while it was copied
                 self.objects.delete(key)
                 changed.add(item.sha256)
@@ -143,7 +143,7 @@ class BlobStore:
         """Store one file's bytes unless a blob with that hash exists; returns the hash."""
         signature = _signature(path)
         sha = sha or file_sha256(path)
-        if self.put_many([Upload(path, sha, signature)], link):
+        if self.put_many([Upload(str(path), sha, signature)], link):
             raise StoreError(f"'{path}' changed while it was being stored; try again.")
         return sha
 
@@ -186,9 +186,9 @@ class BlobStore:
             raise
 
 
-def _signature(path: Path) -> tuple[int, int]:
+def _signature(path: str | Path) -> tuple[int, int]:
     try:
-        st = path.stat()
+        st = os.stat(path)
     except FileNotFoundError:
         return (-1, -1)
     return (st.st_size, st.st_mtime_ns)

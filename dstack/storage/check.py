@@ -3,28 +3,27 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict
+from typing import Any
 
 from dstack.errors import SpecError, StoreError
 from dstack.home import Home
-
-if TYPE_CHECKING:
-    from dstack.spec.config import StoreSettings
+from dstack.storage.location import StoreLocation, open_objects
 
 
-def check_store(home: Home, options: dict[str, Any]) -> tuple[StoreSettings, list[str]]:
+def check_store(home: Home, options: dict[str, Any]) -> tuple[StoreLocation, list[str]]:
     """Validate the settings, create the bucket when missing, and round-trip a probe object."""
     from pydantic import ValidationError
 
-    from dstack.config import store_settings
+    from dstack.config import store_location
     from dstack.spec.config import StoreSettings
-    from dstack.storage.location import open_objects
 
-    saved = store_settings(home)
+    saved = store_location(home)
     try:
-        settings = (
-            saved if saved is not None and not options else StoreSettings.model_validate(options)
-        )
+        if saved is not None and not options:
+            settings = saved
+        else:
+            settings = StoreLocation(**StoreSettings.model_validate(options).model_dump())
     except ValidationError as e:
         err = e.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
@@ -48,7 +47,7 @@ def check_store(home: Home, options: dict[str, Any]) -> tuple[StoreSettings, lis
     return settings, notes
 
 
-def save_store_settings(home: Home, settings: StoreSettings) -> None:
+def save_store_settings(home: Home, settings: StoreLocation) -> None:
     """Write the `store:` section of config.yaml, keeping every other setting."""
     import yaml
 
@@ -56,7 +55,7 @@ def save_store_settings(home: Home, settings: StoreSettings) -> None:
     data: dict[str, Any] = {}
     if path.exists():
         data = yaml.safe_load(path.read_text()) or {}
-    data["store"] = settings.model_dump(exclude_none=True)
+    data["store"] = {k: v for k, v in asdict(settings).items() if v is not None}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump(data, sort_keys=False))
     tmp.replace(path)

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from dstack.storage.objects import LocalObjectStore, ObjectStore
 
-if TYPE_CHECKING:
-    from dstack.spec.config import StoreSettings
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """The validated `store:` settings (dstack.spec.config.StoreSettings) as plain data."""
+
+    url: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    project: str | None = None
+    account: str | None = None
 
 
 def split_url(url: str) -> tuple[str, str, str]:
@@ -20,7 +29,7 @@ def split_url(url: str) -> tuple[str, str, str]:
     return scheme, bucket, prefix.strip("/")
 
 
-def open_objects(settings: StoreSettings | None, default: Path) -> ObjectStore:
+def open_objects(settings: StoreLocation | None, default: Path) -> ObjectStore:
     """The object store the settings name; ``default`` is the folder used when none is set."""
     if settings is None or settings.url is None:
         return LocalObjectStore(default)

@@ -8,7 +8,7 @@ import os
 import stat
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from dstack.errors import StoreError
@@ -42,7 +42,10 @@ class Manifest:
             "version": 1,
             "state": self.state,
             "paths": self.paths,
-            "entries": [asdict(e) for e in sorted(self.entries, key=lambda e: e.path)],
+            "entries": [
+                {"path": e.path, "size": e.size, "mode": e.mode, "sha256": e.sha256, "link": e.link}
+                for e in sorted(self.entries, key=lambda e: e.path)
+            ],
         }
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
@@ -95,14 +98,19 @@ class StatCache:
         tmp.write_text(json.dumps({k: [*key, sha] for k, (key, sha) in self._seen.items()}))
         tmp.replace(self.path)
 
-    def sha256(self, path: Path, st: os.stat_result) -> str:
-        key = (st.st_size, st.st_mtime_ns, st.st_ino)
-        hit = self._seen.get(str(path))
-        if hit and hit[0] == key:
+    def known(self, path: str, st: os.stat_result) -> str | None:
+        """The file's hash when it is unchanged since it was last hashed."""
+        hit = self._seen.get(path)
+        if hit and hit[0] == (st.st_size, st.st_mtime_ns, st.st_ino):
             return hit[1]
-        sha = file_sha256(path)
-        self._seen[str(path)] = (key, sha)
-        self._dirty = True
+        return None
+
+    def sha256(self, path: str, st: os.stat_result) -> str:
+        sha = self.known(path, st)
+        if sha is None:
+            sha = file_sha256(path)
+            self._seen[path] = ((st.st_size, st.st_mtime_ns, st.st_ino), sha)
+            self._dirty = True
         return sha
 
 
@@ -116,57 +124,69 @@ def scan_files(
 ) -> list[Entry]:
     """Store each regular file (and symlink) under the given paths; return their entries.
 
-    Files are hashed on all cores, then only the blobs the store lacks are sent, in parallel.
-    With ``link`` the store may hard-link a file instead of copying it: only for files nobody
-    rewrites in place (rsync replaces, it never edits). A file rewritten while it was being
-    stored is left out; the next scan stores its new content."""
+    Files the stat cache does not know are hashed on all cores, then only the blobs the store
+    lacks are sent, in parallel. With ``link`` the store may hard-link a file instead of copying
+    it: only for files nobody rewrites in place (rsync replaces, it never edits). A file
+    rewritten while it was being stored is left out; the next scan stores its new content.
+    Paths are plain strings here: a scan of 10,000 unchanged files is mostly lstat calls."""
     cache = cache or StatCache()
-    found: list[tuple[Path, str, os.stat_result]] = []
+    base = os.path.normpath(root)
+    entries: list[Entry] = []
+    stats: dict[str, os.stat_result] = {}
+    to_hash: list[tuple[str, str, os.stat_result]] = []
     for rel in rel_paths:
-        for path in _walk(root / rel):
+        for path in _walk(os.path.normpath(os.path.join(base, rel))):
+            name = path[len(base) + 1 :] if path != base else os.path.basename(path)
             try:
-                found.append((path, path.relative_to(root).as_posix(), path.lstat()))
+                st = os.lstat(path)
+                if stat.S_ISLNK(st.st_mode):
+                    entries.append(Entry(name, 0, 0o777, link=os.readlink(path)))
+                elif stat.S_ISREG(st.st_mode):
+                    stats[name] = st
+                    sha = cache.known(path, st)
+                    if sha is None:
+                        to_hash.append((path, name, st))
+                    else:
+                        entries.append(Entry(name, st.st_size, stat.S_IMODE(st.st_mode), sha))
             except FileNotFoundError:
                 continue  # removed while we looked: the next scan sees the truth
 
-    def describe(item: tuple[Path, str, os.stat_result]) -> Entry | None:
+    def hashed(item: tuple[str, str, os.stat_result]) -> Entry | None:
         path, name, st = item
         try:
-            if stat.S_ISLNK(st.st_mode):
-                return Entry(name, 0, 0o777, link=os.readlink(path))
-            if stat.S_ISREG(st.st_mode):
-                sha = cache.sha256(path, st)
-                return Entry(name, st.st_size, stat.S_IMODE(st.st_mode), sha)
+            return Entry(name, st.st_size, stat.S_IMODE(st.st_mode), cache.sha256(path, st))
         except FileNotFoundError:
-            pass
-        return None
+            return None
 
-    if len(found) < 2:
-        described = [describe(item) for item in found]
-    else:
+    if len(to_hash) > 1:
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            described = list(pool.map(describe, found))
-    entries = [entry for entry in described if entry is not None]
-    stats = {name: st for _, name, st in found}
+            entries += [e for e in pool.map(hashed, to_hash) if e is not None]
+    else:
+        entries += [e for e in map(hashed, to_hash) if e is not None]
     uploads = [
-        Upload(root / e.path, e.sha256, (stats[e.path].st_size, stats[e.path].st_mtime_ns))
+        Upload(
+            f"{base}/{e.path}",
+            e.sha256,
+            (stats[e.path].st_size, stats[e.path].st_mtime_ns),
+        )
         for e in entries
         if e.link is None
     ]
     changed = blobs.put_many(uploads, link, progress)
-    return [e for e in entries if e.sha256 not in changed or e.link is not None]
+    return [e for e in entries if e.link is not None or e.sha256 not in changed]
 
 
-def _walk(path: Path) -> Iterable[Path]:
-    if path.is_symlink() or path.is_file():
+def _walk(path: str) -> Iterable[str]:
+    if os.path.islink(path) or os.path.isfile(path):
         yield path
         return
-    if not path.is_dir():
+    if not os.path.isdir(path):
         return
     for folder, dirs, files in os.walk(path):
         dirs.sort()
-        for name in sorted(files) + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
-            yield Path(folder) / name
+        links = [d for d in dirs if os.path.islink(f"{folder}/{d}")]
+        for name in sorted(files) + links:
+            yield f"{folder}/{name}"
 
 
 def materialize(

@@ -47,10 +47,10 @@ class Store:
 
     @classmethod
     def open(cls, home: Home) -> Store:
-        from dstack.config import store_settings
+        from dstack.config import store_location
         from dstack.storage.location import open_objects
 
-        return cls(open_objects(store_settings(home), home.store_dir), home)
+        return cls(open_objects(store_location(home), home.store_dir), home)
 
     @property
     def url(self) -> str:

