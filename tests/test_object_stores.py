@@ -96,3 +96,20 @@ def test_blobs_round_trip_and_are_sent_once(objects: ObjectStore, tmp_path: Path
     for name in ("a.txt", "same.txt", "b.bin"):
         assert (tmp_path / "out" / "d" / name).read_bytes() == (tree / "d" / name).read_bytes()
     assert os.readlink(tmp_path / "out" / "d" / "ln") == "a.txt"
+
+
+def test_wrong_region_names_the_buckets_region() -> None:
+    """SeaweedFS has no regions, so AWS's answer to a request signed for the wrong region is
+    replayed through botocore's own exception type."""
+    from botocore.exceptions import ClientError
+
+    from dstack.storage.s3 import S3ObjectStore, _client_error
+
+    store = S3ObjectStore("bucket", "p", "http://127.0.0.1:9", region="us-east-1")
+    response = {
+        "Error": {"Code": "AuthorizationHeaderMalformed", "Message": "the region is wrong"},
+        "ResponseMetadata": {"HTTPHeaders": {"x-amz-bucket-region": "eu-west-1"}},
+    }
+    error = _client_error(ClientError(response, "ListObjectsV2"), "list", "s3://bucket/p", store)
+    assert "wrong region (the bucket is in eu-west-1)" in error.message
+    assert error.hint == "set store.region: eu-west-1 in DSTACK_HOME/config.yaml"
