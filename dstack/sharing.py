@@ -8,6 +8,7 @@ does not have; records of finished runs are cached, since they never change agai
 from __future__ import annotations
 
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -92,7 +93,7 @@ def shared_runs(home: Home, state: State, store: Store) -> list[SharedRun]:
                     cache[name] = data
         finals = {n: d for n, d in cache.items() if d.get("status") in FINAL and n in names}
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_suffix(".tmp")
+        tmp = cache_path.with_name(f".shared-runs.{os.getpid()}")
         tmp.write_text(json.dumps(finals))
         tmp.replace(cache_path)
     return [_from_record(cache[n]) for n in names if n in cache]

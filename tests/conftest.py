@@ -107,6 +107,23 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project
     made.cleanup()
 
 
+LIVE_MOUNT = """
+workflows:
+  - name: live
+    commands:
+      - sleep 0.5
+      - date +%s.%N > ckpt/written-at
+      - sleep 30
+    artifacts: [{path: ckpt, mount: true}]
+"""
+
+
+def written_at(project: Project, run: str) -> float:
+    """When LIVE_MOUNT's job wrote its checkpoint file (epoch seconds)."""
+    path = project.home / "runs" / run / "live" / "work" / "ckpt" / "written-at"
+    return float(path.read_text())
+
+
 def wait_for(
     predicate: Callable[[], object], timeout: float = 10, interval: float = 0.05
 ) -> object:

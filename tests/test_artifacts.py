@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from conftest import Project, wait_for
+from conftest import LIVE_MOUNT, Project, wait_for, written_at
 
 PRODUCE = """
 workflows:
@@ -58,15 +58,7 @@ def test_corrupted_blob_is_detected_and_named(project: Project, tmp_path: Path) 
 
 
 def test_mount_artifact_is_listed_within_two_seconds_while_running(project: Project) -> None:
-    project.workflows("""
-        workflows:
-          - name: live
-            commands:
-              - sleep 0.5
-              - date +%s.%N > ckpt/written-at
-              - sleep 30
-            artifacts: [{path: ckpt, mount: true}]
-    """)
+    project.workflows(LIVE_MOUNT)
     project.dstack("run", "live", "-d", check=True)
     run = project.last_run()["name"]
 
@@ -78,10 +70,7 @@ def test_mount_artifact_is_listed_within_two_seconds_while_running(project: Proj
         return time.time() if "ckpt/written-at" in paths else None
 
     seen_at = wait_for(present, timeout=15, interval=0.1)
-    written = float(
-        (project.home / "runs" / run / "live" / "work" / "ckpt" / "written-at").read_text()
-    )
-    assert isinstance(seen_at, float) and seen_at - written < 2.0
+    assert isinstance(seen_at, float) and seen_at - written_at(project, run) < 2.0
     assert listed(project, run)["live"]["state"] == "live"
     assert project.last_run()["status"] == "running"
     project.dstack("stop", run, "-x", check=True)

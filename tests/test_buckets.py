@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from buckets import ADMIN, READER, SeaweedS3
-from conftest import Project, wait_for
+from conftest import LIVE_MOUNT, Project, wait_for, written_at
 
 PRODUCE = """
 workflows:
@@ -51,6 +51,14 @@ def teammate(project: Project, tmp_path: Path) -> Iterator[Project]:
     other = Project(project.root, tmp_path / "home2")
     yield other
     other.cleanup()
+
+
+def tag_one_file(project: Project, rel: str, text: str, tag: str) -> str:
+    """Store one file as a tagged artifact set; returns its blob's hash."""
+    project.write(rel, text)
+    project.dstack("tags", "add", tag, "-a", rel.split("/")[0], check=True)
+    listed = json.loads(project.dstack("artifacts", "list", f":{tag}", "--json", check=True).stdout)
+    return str(listed["upload"]["files"][0]["sha256"])
 
 
 def versions(server: SeaweedS3, bucket: str, prefix: str) -> dict[str, int]:
@@ -170,10 +178,7 @@ def test_corrupted_blob_in_the_bucket_is_named_on_download(
 ) -> None:
     bucket = new_bucket()
     use_s3(project, s3_server, bucket)
-    project.write("model/weights.bin", "the real weights\n")
-    project.dstack("tags", "add", "m", "-a", "model", check=True)
-    listing = json.loads(project.dstack("artifacts", "list", ":m", "--json", check=True).stdout)
-    sha = listing["upload"]["files"][0]["sha256"]
+    sha = tag_one_file(project, "model/weights.bin", "the real weights\n", "m")
     s3_server.client().put_object(
         Bucket=bucket, Key=f"team/blobs/{sha[:2]}/{sha[2:]}", Body=b"tampered\n"
     )
@@ -202,10 +207,7 @@ def test_tampered_manifests_in_the_bucket_write_nothing(
 ) -> None:
     bucket = new_bucket()
     use_s3(project, s3_server, bucket)
-    project.write("f.txt", "abc")
-    project.dstack("tags", "add", "good", "-a", "f.txt", check=True)
-    good = json.loads(project.dstack("artifacts", "list", ":good", "--json", check=True).stdout)
-    sha = good["upload"]["files"][0]["sha256"]
+    sha = tag_one_file(project, "f.txt", "abc", "good")
     evil = {"version": 1, "state": "complete", "paths": ["."], "entries": []}
     evil["entries"] = [
         {"path": "out/ok.txt", "size": 3, "mode": 420, "sha256": sha, "link": None},
@@ -301,15 +303,7 @@ def test_mount_artifact_is_in_the_bucket_within_two_seconds(
 ) -> None:
     bucket = new_bucket()
     use_s3(project, s3_server, bucket)
-    project.workflows("""
-        workflows:
-          - name: live
-            commands:
-              - sleep 0.5
-              - date +%s.%N > ckpt/written-at
-              - sleep 30
-            artifacts: [{path: ckpt, mount: true}]
-    """)
+    project.workflows(LIVE_MOUNT)
     project.dstack("run", "live", "-d", check=True)
     run = project.last_run()["name"]
     client = s3_server.client()
@@ -329,10 +323,7 @@ def test_mount_artifact_is_in_the_bucket_within_two_seconds(
         return time.time()
 
     seen_at = wait_for(in_bucket, timeout=15, interval=0.05)
-    written = float(
-        (project.home / "runs" / run / "live" / "work" / "ckpt" / "written-at").read_text()
-    )
-    assert isinstance(seen_at, float) and seen_at - written < 2.0
+    assert isinstance(seen_at, float) and seen_at - written_at(project, run) < 2.0
     project.dstack("stop", run, "-x", check=True)
 
 

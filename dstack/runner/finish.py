@@ -8,6 +8,7 @@ from pathlib import Path
 from dstack.config import ssh_settings
 from dstack.execution.base import LOG, Executor, JobExit
 from dstack.home import Home
+from dstack.sharing import publish_run
 from dstack.spec.jobspec import JobSpec
 from dstack.state.db import State
 from dstack.state.records import JobRecord
@@ -107,7 +108,5 @@ def finish_run(
         codes = [j.exit_code for j in [target_job, *failed] if j.exit_code not in (None, 0)]
         code = codes[0] if codes else 1
     state.finish_run(run_name, status, code)
-    from dstack.sharing import publish_run
-
     publish_run(state, store, run_name)
     return status, code

@@ -14,34 +14,27 @@ from pathlib import Path
 from typing import Any
 
 from dstack.errors import StoreError
-from dstack.storage.objects import ObjectStore, Progress
+from dstack.storage.objects import BucketObjectStore, Progress
 
 INSTALL_HINT = "install the Azure extra: pip install 'dstack[azure]'"
 
 
-class AzureObjectStore(ObjectStore):
-    remote = True
-    parallelism = 16
-
+class AzureObjectStore(BucketObjectStore):
     def __init__(self, container: str, prefix: str, account: str | None = None) -> None:
         try:
             from azure.storage.blob import BlobServiceClient
         except ImportError:
             raise StoreError("az:// stores need azure-storage-blob.", hint=INSTALL_HINT) from None
-        self.prefix = prefix.strip("/")
-        self.url = f"az://{container}/{self.prefix}".rstrip("/")
+        super().__init__("az", container, prefix)
         with self._errors("connect to"):
             service = _service(BlobServiceClient, account)
             self.container = service.get_container_client(container)
-
-    def _key(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
 
     @contextmanager
     def _errors(self, action: str, key: str = "") -> Iterator[None]:
         from azure.core import exceptions as zx
 
-        where = f"'{key}' in {self.url}" if key else self.url
+        where = self._where(key)
         try:
             yield
         except zx.ClientAuthenticationError as e:

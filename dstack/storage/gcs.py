@@ -12,30 +12,23 @@ from itertools import islice
 from pathlib import Path
 
 from dstack.errors import StoreError
-from dstack.storage.objects import ObjectStore, Progress
+from dstack.storage.objects import BucketObjectStore, Progress
 
 CHUNK = 16 * 1024**2  # a multiple of 256 KiB, as resumable uploads require
 INSTALL_HINT = "install the GCP extra: pip install 'dstack[gcp]'"
 
 
-class GCSObjectStore(ObjectStore):
-    remote = True
-    parallelism = 16
-
+class GCSObjectStore(BucketObjectStore):
     def __init__(self, bucket: str, prefix: str, project: str | None = None) -> None:
         try:
             from google.cloud import storage
         except ImportError:
             raise StoreError("gs:// stores need google-cloud-storage.", hint=INSTALL_HINT) from None
-        self.bucket_name, self.prefix = bucket, prefix.strip("/")
-        self.url = f"gs://{bucket}/{self.prefix}".rstrip("/")
+        super().__init__("gs", bucket, prefix)
         self.project = project
         with self._errors("connect to"):
             self.client = storage.Client(project=project)
             self.bucket = self.client.bucket(bucket)
-
-    def _key(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
 
     @contextmanager
     def _errors(self, action: str, key: str = "") -> Iterator[None]:
@@ -43,7 +36,7 @@ class GCSObjectStore(ObjectStore):
         from google.api_core import exceptions as gx
         from google.auth import exceptions as ax
 
-        where = f"'{key}' in {self.url}" if key else self.url
+        where = self._where(key)
         try:
             yield
         except ax.DefaultCredentialsError:

@@ -160,3 +160,20 @@ class LocalObjectStore(ObjectStore):
             if p.is_file() and not p.name.startswith(".tmp-")
         )
         return keys[:limit] if limit is not None else keys
+
+
+class BucketObjectStore(ObjectStore):
+    """What the cloud adapters share: a bucket, a key prefix inside it, and network manners."""
+
+    remote = True
+    parallelism = 16
+
+    def __init__(self, scheme: str, bucket: str, prefix: str) -> None:
+        self.bucket_name, self.prefix = bucket, prefix.strip("/")
+        self.url = f"{scheme}://{bucket}/{self.prefix}".rstrip("/")
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _where(self, key: str) -> str:
+        return f"'{key}' in {self.url}" if key else self.url

@@ -15,16 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from dstack.errors import StoreError
-from dstack.storage.objects import ObjectStore, Progress
+from dstack.storage.objects import BucketObjectStore, Progress
 
 PART = 32 * 1024**2
 INSTALL_HINT = "install the AWS extra: pip install 'dstack[aws]'"
 
 
-class S3ObjectStore(ObjectStore):
-    remote = True
-    parallelism = 16
-
+class S3ObjectStore(BucketObjectStore):
     def __init__(
         self,
         bucket: str,
@@ -38,8 +35,7 @@ class S3ObjectStore(ObjectStore):
             from botocore.config import Config
         except ImportError:
             raise StoreError("s3:// stores need boto3.", hint=INSTALL_HINT) from None
-        self.bucket, self.prefix = bucket, prefix.strip("/")
-        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        super().__init__("s3", bucket, prefix)
         self.region = region
         with self._errors("connect to"):
             session = botocore.session.Session(profile=profile)
@@ -68,15 +64,12 @@ class S3ObjectStore(ObjectStore):
                 self._manager = TransferManager(self.client, config)
             return self._manager
 
-    def _key(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
-
     @contextmanager
     def _errors(self, action: str, key: str = "") -> Iterator[None]:
         """SDK exceptions become one clear sentence naming the bucket and what to do."""
         from botocore import exceptions as bx
 
-        where = f"'{key}' in {self.url}" if key else self.url
+        where = self._where(key)
         try:
             yield
         except bx.ClientError as e:
@@ -104,28 +97,28 @@ class S3ObjectStore(ObjectStore):
         with self._errors("upload to", key):
             if size < PART:  # one request; the transfer manager's threads cost more than it
                 with open(src, "rb") as body:
-                    self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body)
+                    self.client.put_object(Bucket=self.bucket_name, Key=self._key(key), Body=body)
                 if progress:
                     progress(size)
                 return
             subscribers = [_Progress(progress)] if progress else []
             future = self._transfers().upload(
-                str(src), self.bucket, self._key(key), subscribers=subscribers
+                str(src), self.bucket_name, self._key(key), subscribers=subscribers
             )
             future.result()
 
     def put_bytes(self, key: str, data: bytes) -> None:
         with self._errors("write", key):
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+            self.client.put_object(Bucket=self.bucket_name, Key=self._key(key), Body=data)
 
     def open_read(self, key: str) -> Iterator[bytes]:
         with self._errors("read", key):
-            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            body = self.client.get_object(Bucket=self.bucket_name, Key=self._key(key))["Body"]
             yield from body.iter_chunks(1 << 20)
 
     def get_bytes(self, key: str) -> bytes:
         with self._errors("read", key):
-            data: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(key))[
+            data: bytes = self.client.get_object(Bucket=self.bucket_name, Key=self._key(key))[
                 "Body"
             ].read()
             return data
@@ -135,7 +128,7 @@ class S3ObjectStore(ObjectStore):
 
         with self._errors("look up", key):
             try:
-                self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+                self.client.head_object(Bucket=self.bucket_name, Key=self._key(key))
                 return True
             except ClientError as e:
                 if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
@@ -144,14 +137,14 @@ class S3ObjectStore(ObjectStore):
 
     def delete(self, key: str) -> None:
         with self._errors("delete", key):
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+            self.client.delete_object(Bucket=self.bucket_name, Key=self._key(key))
 
     def keys(self, prefix: str, limit: int | None = None) -> list[str]:
         keys: list[str] = []
         cut = len(self._key(""))
         with self._errors("list", prefix):
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self._key(prefix)
+                Bucket=self.bucket_name, Prefix=self._key(prefix)
             )
             for page in pages:
                 keys += [item["Key"][cut:] for item in page.get("Contents", [])]
@@ -168,21 +161,21 @@ class S3ObjectStore(ObjectStore):
         notes = []
         with self._errors("reach the bucket of"):
             try:  # a listing, not HEAD: its error body tells bad keys from missing rights
-                self.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+                self.client.list_objects_v2(Bucket=self.bucket_name, MaxKeys=1)
             except ClientError as e:
                 if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
                     raise
                 region = self.region or self.client.meta.region_name
-                kwargs: dict[str, Any] = {"Bucket": self.bucket}
+                kwargs: dict[str, Any] = {"Bucket": self.bucket_name}
                 if region and region != "us-east-1":
                     kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
                 self.client.create_bucket(**kwargs)
-                notes.append(f"created bucket {self.bucket}")
+                notes.append(f"created bucket {self.bucket_name}")
         with self._errors("turn on versioning for"):
-            status = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
+            status = self.client.get_bucket_versioning(Bucket=self.bucket_name).get("Status")
             if status != "Enabled":
                 self.client.put_bucket_versioning(
-                    Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"}
+                    Bucket=self.bucket_name, VersioningConfiguration={"Status": "Enabled"}
                 )
                 notes.append("turned on object versioning")
         return notes
@@ -232,7 +225,7 @@ def _client_error(e: Any, action: str, where: str, store: S3ObjectStore) -> Stor
         )
     if code in ("NoSuchBucket",):
         return StoreError(
-            f"Cannot {action} {where}: bucket {store.bucket} does not exist.",
+            f"Cannot {action} {where}: bucket {store.bucket_name} does not exist.",
             hint=f"create it: dstack init --store {store.url}",
         )
     if code in ("NoSuchKey", "404"):
