@@ -47,6 +47,10 @@ class S3ObjectStore(BucketObjectStore):
                     max_pool_connections=self.parallelism * 2,
                     retries={"max_attempts": 5, "mode": "standard"},
                     tcp_keepalive=True,
+                    # Bodies carry a CRC32 the server checks (and TLS on https), as botocore
+                    # does on https anyway; signing them too would hash every byte once more
+                    # on plain-http endpoints. dstack verifies sha256 on every read.
+                    s3={"payload_signing_enabled": False},
                 ),
             )
         self._manager: Any = None
