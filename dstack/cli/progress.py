@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,7 +19,7 @@ class TransferBar:
         self.task: Any = None
 
     def expect(self, total: int) -> None:
-        if total < MIN_BYTES or self.progress is not None:
+        if total < MIN_BYTES or self.progress is not None or not sys.stderr.isatty():
             return
         from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
