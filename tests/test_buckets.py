@@ -102,6 +102,8 @@ def test_run_in_a_bucket_is_shared_by_tag_with_a_second_home(
     assert os.readlink(target / "out" / "link") == "a.txt"
     used = teammate.dstack("run", "consume", check=True)
     assert used.stdout.split() == ["one", "two", "a.txt"]
+    logs = teammate.dstack("logs", run)
+    assert logs.returncode == 1 and "its logs are on their machine" in logs.stderr
 
     # the run record was rewritten when the run ended; the bucket kept the first version
     history = client.list_object_versions(Bucket=bucket, Prefix=f"team/runs/{run}.json")

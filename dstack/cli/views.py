@@ -12,7 +12,9 @@ import typer
 from dstack.cli.common import age, duration, open_state, print_json, table
 
 if TYPE_CHECKING:
+    from dstack.home import Home
     from dstack.sharing import SharedRun
+    from dstack.state.db import State
 
 JSON = typer.Option(False, "--json", help="Print JSON instead of a table")
 
@@ -93,11 +95,29 @@ def logs(
     from dstack.runner.follow import follow
 
     home, state = open_state()
-    state.run(run_name)
+    _local_run(home, state, run_name)
     try:
         follow(home, state, run_name, sys.stdout, follow_, timestamps, workflow)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+
+
+def _local_run(home: Home, state: State, run_name: str) -> None:
+    """Logs live with the home that ran the job: a teammate's run gets a clear refusal."""
+    from dstack.errors import NotFoundError
+
+    try:
+        state.run(run_name)
+    except NotFoundError:
+        from dstack.storage.store import Store
+
+        shared = Store.open(home).get_run(run_name)
+        if shared is None:
+            raise
+        raise NotFoundError(
+            f"Run {run_name} is {shared.get('owner')}'s: its logs are on their machine.",
+            hint=f"its artifacts are here: dstack artifacts list {run_name}",
+        ) from None
 
 
 def attach(run_name: str = typer.Argument(..., metavar="RUN")) -> None:
@@ -106,7 +126,7 @@ def attach(run_name: str = typer.Argument(..., metavar="RUN")) -> None:
     from dstack.ssh.forward import Forwards
 
     home, state = open_state()
-    state.run(run_name)
+    _local_run(home, state, run_name)
     forwards = Forwards()
     try:
         code = follow(
