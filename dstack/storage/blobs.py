@@ -176,7 +176,7 @@ class BlobStore:
                     out.write(chunk)
             if digest.hexdigest() != sha:
                 raise StoreError(
-                    f"'{label}' is corrupted in the store {source.describe()}: its content "
+                    f"'{label}' is corrupted in the store {source.url}: its content "
                     f"hashes to {digest.hexdigest()[:12]}…, not {sha[:12]}….",
                     hint="the stored copy was damaged; re-run the job that produced it",
                 )

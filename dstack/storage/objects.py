@@ -61,9 +61,6 @@ class ObjectStore(ABC):
     def keys(self, prefix: str, limit: int | None = None) -> list[str]:
         """Keys under ``prefix`` in ascending order; at most ``limit`` when given."""
 
-    def describe(self) -> str:
-        return self.url
-
     @abstractmethod
     def ensure_bucket(self) -> list[str]:
         """Create the bucket (versioned) or folder when missing; returns what was done."""
@@ -76,7 +73,7 @@ class LocalObjectStore(ObjectStore):
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.url = root.as_uri()
+        self.url = root.absolute().as_uri()
 
     def _path(self, key: str) -> Path:
         return self.root / key
