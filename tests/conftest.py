@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+# Started in the background by a non-interactive shell, pytest inherits SIGINT ignored, and so
+# would every dstack process it starts: the Ctrl-C tests need the terminal's default back.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class Project:
