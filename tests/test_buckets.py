@@ -380,3 +380,35 @@ def test_cli_without_a_bucket_imports_no_cloud_sdk(project: Project) -> None:
         [sys.executable, "-c", code], env=project.env(), capture_output=True, text=True, check=True
     )
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("cloud", ["gs", "az"])
+def test_gcs_and_azure_stores_share_tagged_files_between_homes(
+    request: pytest.FixtureRequest,
+    project: Project,
+    teammate: Project,
+    tmp_path: Path,
+    cloud: str,
+) -> None:
+    """The same commands on Google Cloud Storage (emulator) and Azure Blob (Azurite)."""
+    if cloud == "gs":
+        server = request.getfixturevalue("gcs_emulator")
+        env = {"STORAGE_EMULATOR_HOST": server.endpoint}
+        extra = ["--project", "test"]
+    else:
+        server = request.getfixturevalue("azurite")
+        env = {"AZURE_STORAGE_CONNECTION_STRING": server.connection_string}
+        extra = []
+    url = f"{cloud}://{new_bucket()}/team"
+    for home in (project, teammate):
+        home.extra_env = env
+        home.dstack("init", "--store", url, *extra, check=True)
+    project.write("data/a.txt", "alpha\n")
+    project.write("data/sub/b.bin", "beta" * 1000)
+    project.dstack("tags", "add", "ds", "-a", "data", check=True)
+    tags = json.loads(teammate.dstack("tags", "list", "--json", check=True).stdout)
+    assert [t["name"] for t in tags] == ["ds"]
+    assert [r["name"] for r in teammate.ps()] == [tags[0]["run"]]
+    teammate.dstack("artifacts", "download", ":ds", "-o", str(tmp_path / "dl"), check=True)
+    assert (tmp_path / "dl" / "data" / "a.txt").read_text() == "alpha\n"
+    assert (tmp_path / "dl" / "data" / "sub" / "b.bin").read_text() == "beta" * 1000
