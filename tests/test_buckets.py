@@ -18,20 +18,17 @@ from pathlib import Path
 import pytest
 from buckets import ADMIN, READER, SeaweedS3
 from conftest import LIVE_MOUNT, Project, wait_for, written_at
+from test_artifacts import PRODUCE as PRODUCE_ONLY
 
-PRODUCE = """
-workflows:
-  - name: produce
-    commands:
-      - mkdir -p out/sub && echo one > out/a.txt && echo two > out/sub/b.txt
-      - head -c 3000000 /dev/urandom > out/big.bin
-      - ln -s a.txt out/link
-    artifacts: [out]
+PRODUCE = (
+    PRODUCE_ONLY
+    + """
   - name: consume
     deps: [{tag: best}]
     commands:
       - cat out/a.txt out/sub/b.txt && cmp out/big.bin out/big.bin && readlink out/link
 """
+)
 
 
 def new_bucket() -> str:
