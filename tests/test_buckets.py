@@ -353,6 +353,15 @@ def test_init_says_what_is_wrong_with_the_bucket(
     assert not (project.home / "config.yaml").exists(), "a store that does not work is not saved"
 
 
+def test_init_refuses_an_invalid_bucket_name_with_the_rule(
+    project: Project, s3_server: SeaweedS3
+) -> None:
+    project.extra_env = s3_server.env()
+    done = project.dstack("init", "--store", "s3://pb/x", "--endpoint-url", s3_server.endpoint)
+    assert done.returncode == 1 and "'pb' is not a valid bucket name" in done.stderr
+    assert "3-63 lowercase letters" in done.stderr
+
+
 def test_bad_store_urls_are_refused_with_the_field(project: Project) -> None:
     done = project.dstack("init", "--store", "ftp://x/y")
     assert done.returncode == 2 and done.stderr.startswith("Error: --store: 'ftp://x/y'")

@@ -234,4 +234,10 @@ def _client_error(e: Any, action: str, where: str, store: S3ObjectStore) -> Stor
         )
     if code in ("NoSuchKey", "404"):
         return StoreError(f"Object {where} is missing from the store.")
-    return StoreError(f"Cannot {action} {where}: {code}: {error.get('Message', e)}.")
+    if code == "InvalidBucketName":
+        return StoreError(
+            f"Cannot {action} {where}: '{store.bucket_name}' is not a valid bucket name.",
+            hint="bucket names are 3-63 lowercase letters, digits, '-' and '.'",
+        )
+    message = str(error.get("Message", e)).rstrip(".")
+    return StoreError(f"Cannot {action} {where}: {code}: {message}.")
