@@ -79,8 +79,9 @@ def test_run_in_a_bucket_is_shared_by_tag_with_a_second_home(
     client = s3_server.client()
     assert client.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
     project.workflows(PRODUCE)
-    project.dstack("run", "produce", "-t", "best", check=True)
+    produced = project.dstack("run", "produce", "-t", "best", check=True)
     run = project.last_run()["name"]
+    assert f"dstack: saved 4 files (2.86MB) of produce to s3://{bucket}/team" in produced.stderr
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
     assert f"team/manifests/{run}/produce.json" in keys and f"team/runs/{run}.json" in keys
     assert any(k.startswith("team/tags/best/") for k in keys)

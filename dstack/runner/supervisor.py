@@ -32,6 +32,7 @@ from dstack.runner.placement import candidates, fitting
 from dstack.runner.ports import announce, forward_ports, save_access
 from dstack.sharing import open_tags, tag_run
 from dstack.spec.jobspec import JobSpec
+from dstack.spec.sizes import format_size
 from dstack.ssh.forward import Forwards
 from dstack.state.db import State
 from dstack.state.records import JobRecord, RunRecord
@@ -382,10 +383,23 @@ class Supervisor:
             self.home, self.state, self.store, item.executor, item.job, result, stopped, self.cache
         )
         del self.running[item.job.workflow]
+        self._say_saved(item.job.workflow)
         if status == "failed" and self.prefix_lines:
             self._note(
                 f"{item.job.workflow} failed ({result.reason or f'exit code {result.code}'})"
             )
+
+    def _say_saved(self, workflow: str) -> None:
+        """Where the job's artifacts went: the user should not have to guess."""
+        job = next(j for j in self.state.jobs(self.run_name) if j.workflow == workflow)
+        if job.manifest is None or self.notes is None:
+            return
+        manifest = self.store.get_manifest(job.manifest)
+        self._note(
+            f"saved {len(manifest.entries)} files ({format_size(manifest.total_size)}) of "
+            f"{workflow} to {self.store.url}"
+            + ("" if manifest.state == "complete" else f" ({manifest.state})")
+        )
 
     def _stop_all(self, abort: bool) -> None:
         """Stop every running job (TERM, then KILL; a second Ctrl-C kills at once)."""
