@@ -22,6 +22,11 @@ class Home:
         return self.root / "store"
 
     @property
+    def hash_cache(self) -> Path:
+        """File hashes by (size, mtime, inode), kept between the commands that store files."""
+        return self.root / "cache" / "hashes.json"
+
+    @property
     def runs_dir(self) -> Path:
         return self.root / "runs"
 

@@ -92,7 +92,7 @@ def add(
         base = find_repo_root(Path.cwd())
     except DstackError:
         base = Path.cwd().resolve()
-    cache = StatCache.load(home.root / "cache" / "hashes.json")
+    cache = StatCache.load(home.hash_cache)
     with transfer_bar("uploading") as progress:
         run = upload_tagged(state, store, tag, base, list(paths or []), move, cache, progress)
     cache.save()

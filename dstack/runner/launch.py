@@ -15,6 +15,7 @@ from dstack.runner.plan import check_plan, plan_run
 from dstack.sharing import open_tags, publish_run
 from dstack.snapshot import Snapshot, capture
 from dstack.state.db import State
+from dstack.storage.manifest import StatCache
 from dstack.storage.store import Store
 
 
@@ -47,7 +48,9 @@ def prepare(
         external_inputs(state, tags, job.spec)
     if tag is not None:
         tags.check_free(tag)
-    snapshot = capture(repo, store)
+    hashes = StatCache.load(home.hash_cache)  # unchanged files: no re-hash
+    snapshot = capture(repo, store, hashes)
+    hashes.save()
     jobs = [(j.data["name"], j.data, j.upstream) for j in plan.jobs]
     return Submission(workflow, repo, plan.run_args, plan.variables, snapshot, jobs, placement)
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import stat
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -69,6 +70,9 @@ def safe_relative(path: str) -> PurePosixPath:
     return pure
 
 
+RACY_NS = 2_000_000_000
+
+
 class StatCache:
     """Remembers hashes by (size, mtime, inode) so unchanged files are not hashed again.
 
@@ -109,8 +113,11 @@ class StatCache:
         sha = self.known(path, st)
         if sha is None:
             sha = file_sha256(path)
-            self._seen[path] = ((st.st_size, st.st_mtime_ns, st.st_ino), sha)
-            self._dirty = True
+            # A file modified moments ago may change again within the file system's timestamp
+            # granularity, keeping size and mtime: remember only hashes of settled files.
+            if time.time_ns() - st.st_mtime_ns > RACY_NS:
+                self._seen[path] = ((st.st_size, st.st_mtime_ns, st.st_ino), sha)
+                self._dirty = True
         return sha
 
 
