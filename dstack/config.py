@@ -16,12 +16,12 @@ store:                            # shared, versioned artifacts (default: DSTACK
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dstack.atomic import write_text_atomic
 from dstack.errors import SpecError
 from dstack.home import Home
 
@@ -48,8 +48,7 @@ class SSHSettings:
     keep_run_dirs: bool = False
 
 
-@lru_cache(maxsize=4)
-def _parse(path: Path, mtime: int) -> Config:
+def _parse(path: Path) -> Config:
     from pydantic import ValidationError
 
     from dstack.spec.config import Config
@@ -117,19 +116,21 @@ def validated_config(home: Home) -> dict[str, Any] | None:
         st = path.stat()
     except FileNotFoundError:
         return None
-    stamp = f"{__version__}:{st.st_mtime_ns}:{st.st_size}"
-    cache = home.root / "cache" / "config.json"
+    return _validated(path, f"{__version__}:{st.st_mtime_ns}:{st.st_size}")
+
+
+@lru_cache(maxsize=4)
+def _validated(path: Path, stamp: str) -> dict[str, Any]:
+    """Read once per process: from the JSON cache beside it, else parsed and validated."""
+    cache = path.parent / "cache" / "config.json"
     try:
         saved = json.loads(cache.read_text())
         if saved["stamp"] == stamp:
             return saved["config"]  # type: ignore[no-any-return]
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         pass
-    data = _parse(path, st.st_mtime_ns).model_dump(mode="json")
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".config.{os.getpid()}")
-    tmp.write_text(json.dumps({"stamp": stamp, "config": data}))
-    tmp.replace(cache)
+    data: dict[str, Any] = _parse(path).model_dump(mode="json")
+    write_text_atomic(cache, json.dumps({"stamp": stamp, "config": data}))
     return data
 
 

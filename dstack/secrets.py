@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from dstack.atomic import write_text_atomic
 from dstack.errors import NotFoundError, SpecError
 from dstack.home import Home
 
@@ -37,10 +36,7 @@ class Secrets:
             fcntl.flock(lock, fcntl.LOCK_EX)
             data = self._read()
             yield data
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".secrets-")
-            with os.fdopen(fd, "w") as out:
-                json.dump(data, out)
-            os.replace(tmp, self.path)
+            write_text_atomic(self.path, json.dumps(data))  # 0600 like its temp file
 
     def add(self, name: str, value: str) -> None:
         if not _NAME.match(name):

@@ -8,11 +8,11 @@ does not have; records of finished runs are cached, since they never change agai
 from __future__ import annotations
 
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from dstack.atomic import write_text_atomic
 from dstack.errors import NotFoundError, RunStateError
 from dstack.home import Home
 from dstack.state.db import State
@@ -92,10 +92,7 @@ def shared_runs(home: Home, state: State, store: Store) -> list[SharedRun]:
                 if data is not None:
                     cache[name] = data
         finals = {n: d for n, d in cache.items() if d.get("status") in FINAL and n in names}
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_name(f".shared-runs.{os.getpid()}")
-        tmp.write_text(json.dumps(finals))
-        tmp.replace(cache_path)
+        write_text_atomic(cache_path, json.dumps(finals))
     return [_from_record(cache[n]) for n in names if n in cache]
 
 

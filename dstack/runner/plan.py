@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dstack import __version__
+from dstack.atomic import write_text_atomic
 from dstack.errors import SpecError
 from dstack.home import Home
 from dstack.providers.base import get_provider
@@ -109,11 +108,7 @@ def load_plan(cache_dir: Path, key: str) -> Plan | None:
 
 
 def save_plan(cache_dir: Path, key: str, plan: Plan) -> None:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".tmp-")
-    with os.fdopen(fd, "w") as out:
-        json.dump(asdict(plan), out)
-    os.replace(tmp, cache_dir / f"{key}.json")
+    write_text_atomic(cache_dir / f"{key}.json", json.dumps(asdict(plan)))
 
 
 def plan_run(cache_dir: Path, repo: Path, target: str, tokens: list[str]) -> Plan:

@@ -6,6 +6,7 @@ import os
 from dataclasses import asdict
 from typing import Any
 
+from dstack.atomic import write_text_atomic
 from dstack.errors import SpecError, StoreError
 from dstack.home import Home
 from dstack.storage.location import StoreLocation, open_objects
@@ -56,6 +57,4 @@ def save_store_settings(home: Home, settings: StoreLocation) -> None:
     if path.exists():
         data = yaml.safe_load(path.read_text()) or {}
     data["store"] = {k: v for k, v in asdict(settings).items() if v is not None}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    tmp.replace(path)
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from dstack.atomic import write_text_atomic
 from dstack.errors import StoreError
 from dstack.storage.blobs import BlobStore, Upload, file_sha256
 from dstack.storage.objects import Meter, Progress
@@ -97,10 +98,8 @@ class StatCache:
     def save(self) -> None:
         if self.path is None or not self._dirty:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps({k: [*key, sha] for k, (key, sha) in self._seen.items()}))
-        tmp.replace(self.path)
+        data = {k: [*key, sha] for k, (key, sha) in self._seen.items()}
+        write_text_atomic(self.path, json.dumps(data))
 
     def known(self, path: str, st: os.stat_result) -> str | None:
         """The file's hash when it is unchanged since it was last hashed."""

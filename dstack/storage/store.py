@@ -37,7 +37,7 @@ def run_key(run: str) -> str:
 class Store:
     def __init__(self, objects: ObjectStore, home: Home | None = None) -> None:
         self.objects = objects
-        self.shared = home is None or objects.url != LocalObjectStore(home.store_dir).url
+        self.shared = home is None or objects.url != home.store_dir.absolute().as_uri()
         if objects.remote and home is not None:
             known = home.root / "cache" / "known-blobs" / _digest(objects.url)
             cache = LocalObjectStore(home.root / "cache" / "blobs")
