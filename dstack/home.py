@@ -27,6 +27,11 @@ class Home:
         return self.root / "cache" / "hashes.json"
 
     @property
+    def sdk_cache(self) -> Path:
+        """What a cloud SDK parsed once and may reuse (botocore's service models)."""
+        return self.root / "cache" / "sdk-models"
+
+    @property
     def runs_dir(self) -> Path:
         return self.root / "runs"
 

@@ -113,3 +113,24 @@ def test_wrong_region_names_the_buckets_region() -> None:
     error = _client_error(ClientError(response, "ListObjectsV2"), "list", "s3://bucket/p", store)
     assert "wrong region (the bucket is in eu-west-1)" in error.message
     assert error.hint == "set store.region: eu-west-1 in DSTACK_HOME/config.yaml"
+
+
+def test_s3_models_are_cached_and_a_damaged_cache_is_parsed_again(
+    s3_server: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dstack.storage.s3 import S3ObjectStore
+
+    for key, value in s3_server.env().items():  # type: ignore[attr-defined]
+        monkeypatch.setenv(key, value)
+    endpoint = s3_server.endpoint  # type: ignore[attr-defined]
+    cache = tmp_path / "sdk-models"
+    first = S3ObjectStore("models", "", endpoint, model_cache=cache)
+    first.ensure_bucket()
+    pickles = sorted(cache.iterdir())
+    assert len(pickles) >= 3, "the S3 model, its endpoint rules and the endpoint catalogue"
+    for path in pickles:
+        path.write_bytes(b"not a pickle")
+    second = S3ObjectStore("models", "", endpoint, model_cache=cache)
+    second.put_bytes("k", b"v")
+    assert first.get_bytes("k") == b"v"
+    assert all(p.read_bytes() != b"not a pickle" for p in pickles), "damaged entries rewritten"

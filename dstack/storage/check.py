@@ -33,7 +33,7 @@ def check_store(home: Home, options: dict[str, Any]) -> tuple[StoreLocation, lis
             f"{option}: {err['msg'].removeprefix('Value error, ')}.",
             hint="e.g. dstack init --store s3://my-bucket/dstack",
         ) from None
-    objects = open_objects(settings, home.store_dir)
+    objects = open_objects(settings, home.store_dir, home.sdk_cache)
     notes = objects.ensure_bucket()
     probe = f"dstack-check/{os.urandom(8).hex()}"
     payload = os.urandom(32)

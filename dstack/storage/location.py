@@ -29,8 +29,11 @@ def split_url(url: str) -> tuple[str, str, str]:
     return scheme, bucket, prefix.strip("/")
 
 
-def open_objects(settings: StoreLocation | None, default: Path) -> ObjectStore:
-    """The object store the settings name; ``default`` is the folder used when none is set."""
+def open_objects(
+    settings: StoreLocation | None, default: Path, sdk_cache: Path | None = None
+) -> ObjectStore:
+    """The object store the settings name; ``default`` is the folder used when none is set,
+    ``sdk_cache`` a folder where an SDK may keep what it parsed (see sdk_models)."""
     if settings is None or settings.url is None:
         return LocalObjectStore(default)
     scheme, bucket, prefix = split_url(settings.url)
@@ -40,7 +43,7 @@ def open_objects(settings: StoreLocation | None, default: Path) -> ObjectStore:
         from dstack.storage.s3 import S3ObjectStore
 
         return S3ObjectStore(
-            bucket, prefix, settings.endpoint_url, settings.region, settings.profile
+            bucket, prefix, settings.endpoint_url, settings.region, settings.profile, sdk_cache
         )
     if scheme == "gs":
         from dstack.storage.gcs import GCSObjectStore

@@ -29,6 +29,7 @@ class S3ObjectStore(BucketObjectStore):
         endpoint_url: str | None = None,
         region: str | None = None,
         profile: str | None = None,
+        model_cache: Path | None = None,
     ) -> None:
         try:
             import botocore.session
@@ -39,6 +40,10 @@ class S3ObjectStore(BucketObjectStore):
         self.region = region
         with self._errors("connect to"):
             session = botocore.session.Session(profile=profile)
+            if model_cache is not None:
+                from dstack.storage.sdk_models import cache_models
+
+                cache_models(session, model_cache)
             self.client = session.create_client(
                 "s3",
                 region_name=region,

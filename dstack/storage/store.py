@@ -50,7 +50,7 @@ class Store:
         from dstack.config import store_location
         from dstack.storage.location import open_objects
 
-        return cls(open_objects(store_location(home), home.store_dir), home)
+        return cls(open_objects(store_location(home), home.store_dir, home.sdk_cache), home)
 
     @property
     def url(self) -> str:
