@@ -55,5 +55,10 @@ class StoreError(DstackError):
     """The artifact store is unusable or returned data that fails verification."""
 
 
+class ContentMismatch(StoreError):
+    """The store refused bytes that do not hash to the sha256 they were sent under: the file
+    changed while it was being sent."""
+
+
 class RunStateError(DstackError):
     """The run's status does not allow the operation (e.g. tagging a running run)."""

@@ -173,6 +173,50 @@ def test_upload_killed_midway_leaves_no_manifest_and_resumes_with_what_is_missin
         assert (tmp_path / "dl" / "data" / path.name).read_bytes() == path.read_bytes()
 
 
+def write_large(path: Path, size: int = 64 * 1024**2 + 3 * 1024**2) -> str:
+    """A file over one chunk (64 MiB); returns its sha256."""
+    import hashlib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with open(path, "wb") as out:
+        for _ in range(size // 1024**2):
+            block = os.urandom(1024**2)
+            digest.update(block)
+            out.write(block)
+    return digest.hexdigest()
+
+
+def test_large_file_goes_up_in_chunks_and_comes_back_whole(
+    project: Project, teammate: Project, s3_server: SeaweedS3, tmp_path: Path
+) -> None:
+    bucket = new_bucket()
+    use_s3(project, s3_server, bucket)
+    sha = write_large(project.root / "weights" / "model.bin")
+    project.dstack("tags", "add", "w", "-a", "weights", check=True)
+    blobs = versions(s3_server, bucket, "team/blobs/")
+    assert len(blobs) == 2, "two chunks (64 MiB and the rest)"
+    assert f"team/blobs/{sha[:2]}/{sha[2:]}" not in blobs, "no whole-file blob"
+    listed = json.loads(project.dstack("artifacts", "list", ":w", "--json", check=True).stdout)
+    [entry] = listed["upload"]["files"]
+    assert entry["sha256"] == sha and len(entry["chunks"]) == 2
+    project.dstack("tags", "add", "w2", "-a", "weights", check=True)
+    assert versions(s3_server, bucket, "team/blobs/") == blobs, "unchanged: nothing sent"
+
+    use_s3(teammate, s3_server, bucket)
+    teammate.dstack("artifacts", "download", ":w", "-o", str(tmp_path / "dl"), check=True)
+    model = tmp_path / "dl" / "weights" / "model.bin"
+    assert model.read_bytes() == (project.root / "weights" / "model.bin").read_bytes()
+    teammate.workflows("""
+        workflows:
+          - name: use
+            deps: [{tag: w}]
+            commands: [sha256sum weights/model.bin]
+    """)
+    used = teammate.dstack("run", "use", check=True)
+    assert used.stdout.split()[0] == sha
+
+
 def test_corrupted_blob_in_the_bucket_is_named_on_download(
     project: Project, teammate: Project, s3_server: SeaweedS3, tmp_path: Path
 ) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,21 +16,21 @@ from dstack.storage.manifest import materialize, scan_files
 from dstack.storage.objects import LocalObjectStore, ObjectStore
 
 
-@pytest.fixture(params=["file", "s3", "gs", "az"])
-def objects(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ObjectStore]:
+def open_store(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> ObjectStore:
+    """A fresh, empty store of the kind, on its real server."""
     bucket = f"t-{uuid.uuid4().hex[:12]}"
-    if request.param == "file":
+    if kind == "file":
         store: ObjectStore = LocalObjectStore(tmp_path / "store")
-    elif request.param == "s3":
+    elif kind == "s3":
         from dstack.storage.s3 import S3ObjectStore
 
         server = request.getfixturevalue("s3_server")
         for key, value in server.env().items():
             monkeypatch.setenv(key, value)
         store = S3ObjectStore(bucket, "pre/fix", server.endpoint)
-    elif request.param == "gs":
+    elif kind == "gs":
         from dstack.storage.gcs import GCSObjectStore
 
         server = request.getfixturevalue("gcs_emulator")
@@ -44,7 +44,22 @@ def objects(
         store = AzureObjectStore(bucket, "pre/fix")
     assert store.ensure_bucket(), "a missing bucket is created"
     assert store.ensure_bucket() == [], "an existing one is left as it is"
-    yield store
+    return store
+
+
+@pytest.fixture(params=["file", "s3", "gs", "az"])
+def objects(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> ObjectStore:
+    return open_store(request.param, request, tmp_path, monkeypatch)
+
+
+@pytest.fixture(params=["s3", "gs", "az"])
+def remote(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> ObjectStore:
+    """The bucket stores only: where large files are kept as chunks."""
+    return open_store(request.param, request, tmp_path, monkeypatch)
 
 
 def test_put_get_list_exists_delete(objects: ObjectStore, tmp_path: Path) -> None:
@@ -134,3 +149,160 @@ def test_s3_models_are_cached_and_a_damaged_cache_is_parsed_again(
     second.put_bytes("k", b"v")
     assert first.get_bytes("k") == b"v"
     assert all(p.read_bytes() != b"not a pickle" for p in pickles), "damaged entries rewritten"
+
+
+class Spy:
+    """Records the keys a real store is asked to write."""
+
+    def __init__(self, objects: ObjectStore) -> None:
+        self.sent: list[str] = []
+        original = objects.put_file
+
+        def put_file(key: str, src: Path, *args) -> None:  # type: ignore[no-untyped-def]
+            self.sent.append(key)
+            original(key, src, *args)
+
+        objects.put_file = put_file  # type: ignore[method-assign]
+
+
+def big_tree(tmp_path: Path, size: int = 3 * 1024**2 + 12345) -> Path:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "model.bin").write_bytes(os.urandom(size))
+    return tree
+
+
+def test_large_files_go_to_remote_stores_in_chunks(objects: ObjectStore, tmp_path: Path) -> None:
+    tree = big_tree(tmp_path)
+    blobs = BlobStore(objects, tmp_path / "known")
+    blobs.chunk_size = 1024**2
+    moved: list[int] = []
+    meter = type("M", (), {"__call__": lambda s, n: moved.append(n), "expect": lambda s, n: 0})()
+    [entry] = scan_files(tree, ["model.bin"], blobs, progress=meter)
+    data = (tree / "model.bin").read_bytes()
+    assert entry.sha256 == hashlib.sha256(data).hexdigest()
+    assert sum(moved) == len(data), "progress counts every byte once"
+    if not objects.remote:
+        assert entry.chunks is None, "a folder store keeps whole files (hard links, no parts)"
+    else:
+        parts = [data[i : i + 1024**2] for i in range(0, len(data), 1024**2)]
+        assert entry.chunks == tuple(hashlib.sha256(p).hexdigest() for p in parts)
+        assert len(objects.keys("blobs/")) == 4, "four chunks, no whole-file blob"
+    materialize([entry], tmp_path / "out", BlobStore(objects))
+    assert (tmp_path / "out" / "model.bin").read_bytes() == data
+
+
+def test_an_interrupted_chunked_upload_sends_only_missing_chunks(
+    remote: ObjectStore, tmp_path: Path
+) -> None:
+    objects = remote
+    tree = big_tree(tmp_path)
+    blobs = BlobStore(objects)
+    blobs.chunk_size = 1024**2
+    [entry] = scan_files(tree, ["model.bin"], blobs)
+    assert entry.chunks is not None
+    lost = [entry.chunks[1], entry.chunks[3]]  # as if the upload had died before these
+    for sha in lost:
+        objects.delete(f"blobs/{sha[:2]}/{sha[2:]}")
+    spy = Spy(objects)
+    resumed = BlobStore(objects)  # a new process: nothing known, nothing cached
+    resumed.chunk_size = 1024**2
+    assert scan_files(tree, ["model.bin"], resumed) == [entry]
+    assert sorted(spy.sent) == sorted(f"blobs/{s[:2]}/{s[2:]}" for s in lost)
+
+
+def test_a_corrupted_chunk_names_the_file(remote: ObjectStore, tmp_path: Path) -> None:
+    objects = remote
+    tree = big_tree(tmp_path)
+    blobs = BlobStore(objects)
+    blobs.chunk_size = 1024**2
+    [entry] = scan_files(tree, ["model.bin"], blobs)
+    assert entry.chunks is not None
+    sha = entry.chunks[2]
+    objects.put_bytes(f"blobs/{sha[:2]}/{sha[2:]}", b"not the chunk")
+    with pytest.raises(StoreError, match="'model.bin' is corrupted"):
+        materialize([entry], tmp_path / "out", BlobStore(objects))
+    assert not (tmp_path / "out" / "model.bin").exists(), "nothing half-written is left"
+
+
+def test_chunk_lists_are_cached_and_checked_against_each_store(
+    remote: ObjectStore,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dstack.storage.manifest import StatCache
+
+    tree = big_tree(tmp_path)
+    past = time.time() - 60  # settled: the stat cache remembers it
+    os.utime(tree / "model.bin", (past, past))
+    blobs = BlobStore(remote)
+    blobs.chunk_size = 1024**2
+    cache = StatCache(tmp_path / "hashes.json")
+    [entry] = scan_files(tree, ["model.bin"], blobs, cache)
+    cache.save()
+    again = StatCache.load(tmp_path / "hashes.json")
+    spy = Spy(remote)
+    assert scan_files(tree, ["model.bin"], blobs, again) == [entry]
+    assert spy.sent == [], "an unchanged file is neither read nor sent"
+    other = open_store(request.node.callspec.params["remote"], request, tmp_path, monkeypatch)
+    other_blobs = BlobStore(other)
+    other_blobs.chunk_size = 1024**2
+    assert scan_files(tree, ["model.bin"], other_blobs, again) == [entry]
+    assert len(other.keys("blobs/")) == 4, "a store lacking the chunks gets them"
+    materialize([entry], tmp_path / "out", BlobStore(other))
+    assert (tmp_path / "out" / "model.bin").read_bytes() == (tree / "model.bin").read_bytes()
+
+
+def test_a_file_rewritten_during_its_chunked_upload_is_left_out(
+    remote: ObjectStore, tmp_path: Path
+) -> None:
+    tree = big_tree(tmp_path)
+    blobs = BlobStore(remote)
+    blobs.chunk_size = 1024**2
+    original = remote.put_file
+
+    def rewrite_after_first(key, src, progress=None, span=None, sha256=None):  # type: ignore[no-untyped-def]
+        original(key, src, progress, span, sha256)
+        if span is not None and span[0] == 0:
+            with open(src, "r+b") as out:
+                out.write(b"changed")
+            os.utime(src, ns=(time.time_ns(), time.time_ns() + 10**9))
+
+    remote.put_file = rewrite_after_first  # type: ignore[method-assign]
+    assert scan_files(tree, ["model.bin"], blobs) == []
+    remote.put_file = original  # type: ignore[method-assign]
+    [entry] = scan_files(tree, ["model.bin"], blobs)
+    materialize([entry], tmp_path / "out", BlobStore(remote))
+    assert (tmp_path / "out" / "model.bin").read_bytes() == (tree / "model.bin").read_bytes()
+
+
+def test_manifests_without_chunks_keep_their_format() -> None:
+    from dstack.storage.manifest import Entry, Manifest
+
+    plain = Manifest([Entry("a", 1, 0o644, "ab" * 32)], "complete", ["a"])
+    assert b"chunks" not in plain.to_json(), "older readers and digests stay as they were"
+    chunked = Manifest([Entry("b", 9, 0o644, "cd" * 32, chunks=("01" * 32, "02" * 32))])
+    assert Manifest.from_json(chunked.to_json()) == chunked
+    assert Manifest.from_json(plain.to_json()) == plain
+
+
+def test_s3_refuses_bytes_that_do_not_match_their_hash(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The blob's sha256 goes with the upload, so the server itself refuses a file that changed
+    after it was hashed; the blob store then leaves it for the next sync."""
+    from dstack.errors import ContentMismatch
+    from dstack.storage.blobs import Upload
+
+    objects = open_store("s3", request, tmp_path, monkeypatch)
+    src = tmp_path / "f"
+    src.write_bytes(b"new content")
+    stale = hashlib.sha256(b"old content").hexdigest()
+    with pytest.raises(ContentMismatch):
+        objects.put_file("k", src, sha256=stale)
+    assert not objects.exists("k")
+    st = src.stat()
+    blobs = BlobStore(objects)
+    assert blobs.put_many([Upload(str(src), stale, (st.st_size, st.st_mtime_ns))]) == {stale}
+    assert blobs.missing([stale]) == {stale}, "no blob under a hash its bytes do not have"

@@ -338,3 +338,24 @@ def test_two_processes_never_get_the_same_host_slot(pooled: Project) -> None:
     losers = [err for code, (_, err) in results if code != 0]
     assert len(winners) == 1 and winners[0] == "got it\n"
     assert len(losers) == 3 and all("busy" in err for err in losers)
+
+
+def test_a_dep_stored_in_chunks_is_placed_whole_on_the_host(
+    pooled: Project, s3_server: object
+) -> None:
+    from test_buckets import new_bucket, use_s3, write_large
+
+    use_s3(pooled, s3_server, new_bucket())  # type: ignore[arg-type]
+    sha = write_large(pooled.root / "weights" / "model.bin")
+    pooled.dstack("tags", "add", "w", "-a", "weights", check=True)
+    listed = json.loads(pooled.dstack("artifacts", "list", ":w", "--json", check=True).stdout)
+    assert len(listed["upload"]["files"][0]["chunks"]) == 2
+    pooled.workflows("""
+        workflows:
+          - name: use
+            deps: [{tag: w}]
+            commands: [sha256sum weights/model.bin]
+    """)
+    done = pooled.dstack("run", "use", "--host", "h1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == sha

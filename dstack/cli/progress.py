@@ -11,25 +11,32 @@ MIN_BYTES = 8 * 1024**2
 
 
 class TransferBar:
-    """A byte meter: ``expect(total)`` shows the bar when the total is worth it; calls advance it."""
+    """A byte meter: ``expect(more)`` grows the total and shows the bar once it is worth it;
+    calls advance it."""
 
     def __init__(self, label: str) -> None:
         self.label = label
+        self.total = self.moved = 0
         self.progress: Any = None
         self.task: Any = None
 
-    def expect(self, total: int) -> None:
-        if total < MIN_BYTES or self.progress is not None or not sys.stderr.isatty():
+    def expect(self, more: int) -> None:
+        self.total += more
+        if self.progress is not None:
+            self.progress.update(self.task, total=self.total)
+            return
+        if self.total < MIN_BYTES or not sys.stderr.isatty():
             return
         from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
         columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn())
         self.progress = Progress(*columns, transient=True, console=Console(stderr=True))
-        self.task = self.progress.add_task(self.label, total=total)
+        self.task = self.progress.add_task(self.label, total=self.total, completed=self.moved)
         self.progress.start()
 
     def __call__(self, moved: int) -> None:
+        self.moved += moved
         if self.progress is not None:
             self.progress.advance(self.task, moved)
 

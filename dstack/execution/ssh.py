@@ -137,8 +137,9 @@ class SSHExecutor(Executor):
         missing = self.remote.check(
             f"bash -c {q(_MISSING_BLOBS)} _ {q(blobs)}", "\n".join(wanted).encode()
         )
+        chunks = {e.sha256: e.chunks for e in entries if e.chunks}
         for sha in missing.decode().split():
-            self._upload_blob(sha, f"{blobs}/{sha}")
+            self._upload_blob(sha, f"{blobs}/{sha}", chunks.get(sha))
         lines = [
             f"L\t{e.link}\t{e.path}" if e.link is not None else f"{e.sha256}\t{e.mode:o}\t{e.path}"
             for e in entries
@@ -149,10 +150,10 @@ class SSHExecutor(Executor):
             "\n".join(lines).encode() + b"\n",
         )
 
-    def _upload_blob(self, sha: str, remote_path: str) -> None:
+    def _upload_blob(self, sha: str, remote_path: str, chunks: tuple[str, ...] | None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / sha
-            self.store.blobs.get(sha, local, sha, keep=True)
+            self.store.blobs.get(sha, local, sha, keep=True, chunks=chunks)
             self.remote.put(local, f"{remote_path}.part")
         self.remote.check(f"mv -f {q(remote_path + '.part')} {q(remote_path)}")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dstack.errors import StoreError
-from dstack.storage.objects import BucketObjectStore, Progress
+from dstack.storage.objects import BucketObjectStore, Progress, Span, open_span
 
 INSTALL_HINT = "install the Azure extra: pip install 'dstack[azure]'"
 
@@ -62,7 +62,14 @@ class AzureObjectStore(BucketObjectStore):
         except (ValueError, zx.AzureError) as e:
             raise StoreError(f"Cannot {action} {where}: {e}.") from None
 
-    def put_file(self, key: str, src: Path, progress: Progress | None = None) -> None:
+    def put_file(
+        self,
+        key: str,
+        src: Path,
+        progress: Progress | None = None,
+        span: Span | None = None,
+        sha256: str | None = None,
+    ) -> None:
         done = 0
 
         def hook(current: int, total: int | None) -> None:
@@ -71,9 +78,14 @@ class AzureObjectStore(BucketObjectStore):
                 progress(current - done)
                 done = current
 
-        with self._errors("upload to", key), open(src, "rb") as data:
+        with self._errors("upload to", key), open_span(src, span) as data:
             self.container.upload_blob(
-                self._key(key), data, overwrite=True, max_concurrency=8, progress_hook=hook
+                self._key(key),
+                data,
+                length=span[1] if span else None,
+                overwrite=True,
+                max_concurrency=8,
+                progress_hook=hook,
             )
 
     def put_bytes(self, key: str, data: bytes) -> None:

@@ -16,11 +16,13 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-from dstack.errors import StoreError
-from dstack.storage.objects import Meter, ObjectStore
+from dstack.errors import ContentMismatch, StoreError
+from dstack.storage.objects import Meter, ObjectStore, Span
 
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # read size
+CHUNK_SIZE = 64 << 20  # files larger than this go to remote stores as chunks of this size
 LIST_AT = 256  # unknown hashes in one batch from which a listing is cheaper than lookups
 LIST_PAGES_PER_HASH = 4  # list at most this many keys per unknown hash before falling back
 
@@ -39,11 +41,17 @@ def blob_key(sha: str) -> str:
 
 @dataclass(frozen=True)
 class Upload:
-    """A file to store under its hash; ``signature`` is (size, mtime) when it was hashed."""
+    """A file (or the ``span`` of it that is one chunk) to store under its hash;
+    ``signature`` is the file's (size, mtime) when it was hashed."""
 
     path: str
     sha256: str
     signature: tuple[int, int]
+    span: Span | None = None
+
+    @property
+    def size(self) -> int:
+        return self.span[1] if self.span else self.signature[0]
 
 
 class KnownBlobs:
@@ -78,6 +86,12 @@ class BlobStore:
     ) -> None:
         self.objects, self.cache = objects, cache
         self.known = KnownBlobs(known_path)
+        self.chunk_size = CHUNK_SIZE
+
+    def chunked(self, size: int) -> bool:
+        """Whether a file of this size is stored as chunks: only in a remote store (a local
+        one hard-links or copies whole files; nothing there to overlap with hashing)."""
+        return self.objects.remote and size > self.chunk_size
 
     # writing ---------------------------------------------------------------------------
 
@@ -117,27 +131,67 @@ class BlobStore:
         (their blob is not kept: the next sync stores the new content)."""
         by_sha = {u.sha256: u for u in uploads}
         todo = [by_sha[s] for s in sorted(self.missing(by_sha))]
-        changed: set[str] = set()
         if progress is not None:
-            progress.expect(sum(item.signature[0] for item in todo))
-
-        def one(item: Upload) -> None:
-            key = blob_key(item.sha256)
-            if link:
-                self.objects.link_file(key, Path(item.path))
-            else:
-                self.objects.put_file(key, Path(item.path), progress)
-            if _signature(item.path) != item.signature:  # rewritten while it was copied
-                self.objects.delete(key)
-                changed.add(item.sha256)
-
+            progress.expect(sum(item.size for item in todo))
         if len(todo) == 1:
-            one(todo[0])
+            changed = {s for s in [self._send(todo[0], link, progress)] if s}
         elif todo:
             with ThreadPoolExecutor(self.objects.parallelism) as pool:
-                list(pool.map(one, todo))
+                changed = {s for s in pool.map(lambda u: self._send(u, link, progress), todo) if s}
+        else:
+            changed = set()
         self.known.add(s for s in by_sha if s not in changed)
         return changed
+
+    def _send(self, item: Upload, link: bool, progress: Meter | None) -> str | None:
+        """Store one file or chunk; its hash when the file was rewritten meanwhile (its blob,
+        whose bytes may not match the hash, is deleted again)."""
+        key = blob_key(item.sha256)
+        try:
+            if link and item.span is None:
+                self.objects.link_file(key, Path(item.path))
+            else:
+                self.objects.put_file(key, Path(item.path), progress, item.span, item.sha256)
+        except ContentMismatch:
+            return item.sha256
+        if _signature(item.path) != item.signature:
+            self.objects.delete(key)
+            return item.sha256
+        return None
+
+    def put_chunked(
+        self, path: str, signature: tuple[int, int], progress: Meter | None = None
+    ) -> tuple[str, tuple[str, ...]] | None:
+        """Store a large file as chunks of ``chunk_size``, each sent (when the store lacks it)
+        while the next one is hashed; returns the file's sha256 and its chunks' hashes, or
+        None when the file was rewritten meanwhile (the next sync stores the new content).
+
+        Hashing overlaps the upload, so a 1 GB file costs about its upload time, and an
+        interrupted upload resumes with the chunks the store still lacks."""
+        whole, chunks, sent = hashlib.sha256(), [], []
+        if progress is not None:
+            progress.expect(signature[0])
+        with ThreadPoolExecutor(self.objects.parallelism) as pool, open(path, "rb") as handle:
+            offset = 0
+            while offset < signature[0]:
+                part, length = hashlib.sha256(), 0
+                while length < self.chunk_size and (piece := handle.read(CHUNK)):
+                    whole.update(piece)
+                    part.update(piece)
+                    length += len(piece)
+                if not length:
+                    break  # shrunk meanwhile: the signature check below notices
+                upload = Upload(path, part.hexdigest(), signature, (offset, length))
+                if upload.sha256 not in chunks and self.missing([upload.sha256]):
+                    sent.append(pool.submit(self._send, upload, False, progress))
+                elif progress is not None:
+                    progress(length)
+                chunks.append(upload.sha256)
+                offset += length
+        if any(future.result() for future in sent) or _signature(path) != signature:
+            return None
+        self.known.add(chunks)
+        return whole.hexdigest(), tuple(chunks)
 
     def put(self, path: Path, sha: str | None = None, link: bool = False) -> str:
         """Store one file's bytes unless a blob with that hash exists; returns the hash."""
@@ -152,38 +206,56 @@ class BlobStore:
 
     # reading ---------------------------------------------------------------------------
 
-    def get(self, sha: str, dest: Path, label: str, keep: bool = False) -> None:
-        """Write the blob to ``dest`` atomically, refusing bytes whose hash is not ``sha``.
+    def get(
+        self,
+        sha: str,
+        dest: Path,
+        label: str,
+        keep: bool = False,
+        chunks: tuple[str, ...] | None = None,
+    ) -> None:
+        """Write the blob (or the file made of ``chunks``) to ``dest`` atomically, refusing
+        bytes whose hash is not the one asked for.
 
-        With ``keep`` a blob read from a remote store is also kept in the local cache."""
-        if self.cache is not None and self.cache.exists(blob_key(sha)):
-            try:
-                return self._fetch(self.cache, sha, dest, label)
-            except StoreError:
-                self.cache.delete(blob_key(sha))  # damaged on this disk: fetch it again
-        self._fetch(self.objects, sha, dest, label)
-        if keep and self.cache is not None:
-            self.cache.put_file(blob_key(sha), dest)
-
-    def _fetch(self, source: ObjectStore, sha: str, dest: Path, label: str) -> None:
+        With ``keep`` blobs read from a remote store are also kept in the local cache."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".dstack-")
-        digest = hashlib.sha256()
         try:
             with os.fdopen(fd, "wb") as out:
-                for chunk in source.open_read(blob_key(sha)):
-                    digest.update(chunk)
-                    out.write(chunk)
-            if digest.hexdigest() != sha:
-                raise StoreError(
-                    f"'{label}' is corrupted in the store {source.url}: its content "
-                    f"hashes to {digest.hexdigest()[:12]}…, not {sha[:12]}….",
-                    hint="the stored copy was damaged; re-run the job that produced it",
-                )
+                for part in chunks or (sha,):
+                    self._copy_blob(part, out, Path(tmp), label, keep)
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def _copy_blob(self, sha: str, out: BinaryIO, path: Path, label: str, keep: bool) -> None:
+        """Append one verified blob to ``out`` (the file at ``path``), from the local cache
+        when it is there."""
+        start = out.tell()
+        if self.cache is not None and self.cache.exists(blob_key(sha)):
+            try:
+                return self._copy_verified(self.cache, sha, out, label)
+            except StoreError:
+                self.cache.delete(blob_key(sha))  # damaged on this disk: fetch it again
+                out.seek(start)
+                out.truncate()
+        self._copy_verified(self.objects, sha, out, label)
+        if keep and self.cache is not None:
+            out.flush()
+            self.cache.put_file(blob_key(sha), path, span=(start, out.tell() - start))
+
+    def _copy_verified(self, source: ObjectStore, sha: str, out: BinaryIO, label: str) -> None:
+        digest = hashlib.sha256()
+        for piece in source.open_read(blob_key(sha)):
+            digest.update(piece)
+            out.write(piece)
+        if digest.hexdigest() != sha:
+            raise StoreError(
+                f"'{label}' is corrupted in the store {source.url}: its content "
+                f"hashes to {digest.hexdigest()[:12]}…, not {sha[:12]}….",
+                hint="the stored copy was damaged; re-run the job that produced it",
+            )
 
 
 def _signature(path: str | Path) -> tuple[int, int]:

@@ -12,7 +12,7 @@ from itertools import islice
 from pathlib import Path
 
 from dstack.errors import StoreError
-from dstack.storage.objects import BucketObjectStore, Progress
+from dstack.storage.objects import BucketObjectStore, Progress, Span, open_span
 
 CHUNK = 16 * 1024**2  # a multiple of 256 KiB, as resumable uploads require
 INSTALL_HINT = "install the GCP extra: pip install 'dstack[gcp]'"
@@ -68,11 +68,19 @@ class GCSObjectStore(BucketObjectStore):
         except gx.GoogleAPIError as e:
             raise StoreError(f"Cannot {action} {where}: {e}.") from None
 
-    def put_file(self, key: str, src: Path, progress: Progress | None = None) -> None:
-        with self._errors("upload to", key):
-            self.bucket.blob(self._key(key), chunk_size=CHUNK).upload_from_filename(str(src))
+    def put_file(
+        self,
+        key: str,
+        src: Path,
+        progress: Progress | None = None,
+        span: Span | None = None,
+        sha256: str | None = None,
+    ) -> None:
+        size = span[1] if span else src.stat().st_size
+        with self._errors("upload to", key), open_span(src, span) as body:
+            self.bucket.blob(self._key(key), chunk_size=CHUNK).upload_from_file(body, size=size)
         if progress:
-            progress(src.stat().st_size)
+            progress(size)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         with self._errors("write", key):

@@ -20,11 +20,15 @@ from dstack.storage.objects import Meter, Progress
 
 @dataclass(frozen=True)
 class Entry:
+    """A file (its sha256; in a remote store a large one is kept as ``chunks``, the hashes of
+    its consecutive parts) or a symlink (``link``)."""
+
     path: str
     size: int
     mode: int
     sha256: str = ""
     link: str | None = None
+    chunks: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -44,20 +48,28 @@ class Manifest:
             "version": 1,
             "state": self.state,
             "paths": self.paths,
-            "entries": [
-                {"path": e.path, "size": e.size, "mode": e.mode, "sha256": e.sha256, "link": e.link}
-                for e in sorted(self.entries, key=lambda e: e.path)
-            ],
+            "entries": [_entry_json(e) for e in sorted(self.entries, key=lambda e: e.path)],
         }
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> Manifest:
         data = json.loads(raw)
-        return cls([Entry(**e) for e in data["entries"]], data["state"], data["paths"])
+        entries = [
+            Entry(**{**e, "chunks": tuple(e["chunks"])}) if "chunks" in e else Entry(**e)
+            for e in data["entries"]
+        ]
+        return cls(entries, data["state"], data["paths"])
 
     def digest(self) -> str:
         return hashlib.sha256(self.to_json()).hexdigest()
+
+
+def _entry_json(e: Entry) -> dict[str, object]:
+    data = {"path": e.path, "size": e.size, "mode": e.mode, "sha256": e.sha256, "link": e.link}
+    if e.chunks is not None:  # absent otherwise: older readers and digests stay as they were
+        data["chunks"] = list(e.chunks)
+    return data
 
 
 def safe_relative(path: str) -> PurePosixPath:
@@ -82,7 +94,7 @@ class StatCache:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
-        self._seen: dict[str, tuple[tuple[int, int, int], str]] = {}
+        self._seen: dict[str, tuple[tuple[int, int, int], str, tuple[str, ...] | None]] = {}
         self._dirty = False
 
     @classmethod
@@ -90,7 +102,10 @@ class StatCache:
         cache = cls(path)
         try:
             raw = json.loads(path.read_text())
-            cache._seen = {k: ((v[0], v[1], v[2]), v[3]) for k, v in raw.items()}
+            cache._seen = {
+                k: ((v[0], v[1], v[2]), v[3], tuple(v[4]) if len(v) > 4 else None)
+                for k, v in raw.items()
+            }
         except (FileNotFoundError, ValueError, TypeError, IndexError, AttributeError):
             pass
         return cache
@@ -98,26 +113,36 @@ class StatCache:
     def save(self) -> None:
         if self.path is None or not self._dirty:
             return
-        data = {k: [*key, sha] for k, (key, sha) in self._seen.items()}
+        data = {
+            k: [*key, sha, *([list(chunks)] if chunks else [])]
+            for k, (key, sha, chunks) in self._seen.items()
+        }
         write_text_atomic(self.path, json.dumps(data))
 
-    def known(self, path: str, st: os.stat_result) -> str | None:
-        """The file's hash when it is unchanged since it was last hashed."""
+    def lookup(self, path: str, st: os.stat_result) -> tuple[str, tuple[str, ...] | None] | None:
+        """The file's hash (and its chunks' hashes when it was stored in chunks) when it is
+        unchanged since it was last hashed."""
         hit = self._seen.get(path)
         if hit and hit[0] == (st.st_size, st.st_mtime_ns, st.st_ino):
-            return hit[1]
+            return hit[1], hit[2]
         return None
 
     def sha256(self, path: str, st: os.stat_result) -> str:
-        sha = self.known(path, st)
-        if sha is None:
-            sha = file_sha256(path)
-            # A file modified moments ago may change again within the file system's timestamp
-            # granularity, keeping size and mtime: remember only hashes of settled files.
-            if time.time_ns() - st.st_mtime_ns > RACY_NS:
-                self._seen[path] = ((st.st_size, st.st_mtime_ns, st.st_ino), sha)
-                self._dirty = True
+        hit = self.lookup(path, st)
+        if hit is not None:
+            return hit[0]
+        sha = file_sha256(path)
+        self.remember(path, st, sha)
         return sha
+
+    def remember(
+        self, path: str, st: os.stat_result, sha: str, chunks: tuple[str, ...] | None = None
+    ) -> None:
+        # A file modified moments ago may change again within the file system's timestamp
+        # granularity, keeping size and mtime: remember only hashes of settled files.
+        if time.time_ns() - st.st_mtime_ns > RACY_NS:
+            self._seen[path] = ((st.st_size, st.st_mtime_ns, st.st_ino), sha, chunks)
+            self._dirty = True
 
 
 def scan_files(
@@ -131,10 +156,12 @@ def scan_files(
     """Store each regular file (and symlink) under the given paths; return their entries.
 
     Files the stat cache does not know are hashed on all cores, then only the blobs the store
-    lacks are sent, in parallel. With ``link`` the store may hard-link a file instead of copying
-    it: only for files nobody rewrites in place (rsync replaces, it never edits). A file
-    rewritten while it was being stored is left out; the next scan stores its new content.
-    Paths are plain strings here: a scan of 10,000 unchanged files is mostly lstat calls."""
+    lacks are sent, in parallel. Large files going to a remote store are stored as chunks,
+    each sent while the next is hashed (BlobStore.put_chunked). With ``link`` the store
+    may hard-link a file instead of copying it: only for files nobody rewrites in place (rsync
+    replaces, it never edits). A file rewritten while it was being stored is left out; the
+    next scan stores its new content. Paths are plain strings here: a scan of 10,000 unchanged
+    files is mostly lstat calls."""
     cache = cache or StatCache()
     base = os.path.normpath(root)
     entries: list[Entry] = []
@@ -149,20 +176,36 @@ def scan_files(
                     entries.append(Entry(name, 0, 0o777, link=os.readlink(path)))
                 elif stat.S_ISREG(st.st_mode):
                     stats[name] = st
-                    sha = cache.known(path, st)
-                    if sha is None:
+                    big = blobs.chunked(st.st_size)
+                    hit = cache.lookup(path, st)
+                    if hit is None or (big and hit[1] is None):
                         to_hash.append((path, name, st))
                     else:
-                        entries.append(Entry(name, st.st_size, stat.S_IMODE(st.st_mode), sha))
+                        mode = stat.S_IMODE(st.st_mode)
+                        chunks = hit[1] if big else None
+                        entries.append(Entry(name, st.st_size, mode, hit[0], chunks=chunks))
             except FileNotFoundError:
                 continue  # removed while we looked: the next scan sees the truth
+    # Chunked files the cache knew, but whose chunks this store lacks, are stored again.
+    lacking = blobs.missing({c for e in entries if e.chunks for c in e.chunks})
+    if lacking:
+        stale = {e.path for e in entries if e.chunks and not lacking.isdisjoint(e.chunks)}
+        entries = [e for e in entries if e.path not in stale]
+        to_hash += [(f"{base}/{name}", name, stats[name]) for name in sorted(stale)]
 
     def hashed(item: tuple[str, str, os.stat_result]) -> Entry | None:
         path, name, st = item
+        mode = stat.S_IMODE(st.st_mode)
         try:
-            return Entry(name, st.st_size, stat.S_IMODE(st.st_mode), cache.sha256(path, st))
+            if not blobs.chunked(st.st_size):
+                return Entry(name, st.st_size, mode, cache.sha256(path, st))
+            stored = blobs.put_chunked(path, (st.st_size, st.st_mtime_ns), progress)
         except FileNotFoundError:
             return None
+        if stored is None:
+            return None
+        cache.remember(path, st, *stored)
+        return Entry(name, st.st_size, mode, stored[0], chunks=stored[1])
 
     if len(to_hash) > 1:
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
@@ -176,7 +219,7 @@ def scan_files(
             (stats[e.path].st_size, stats[e.path].st_mtime_ns),
         )
         for e in entries
-        if e.link is None
+        if e.link is None and e.chunks is None
     ]
     changed = blobs.put_many(uploads, link, progress)
     return [e for e in entries if e.link is not None or e.sha256 not in changed]
@@ -224,7 +267,7 @@ def materialize(
         entry, target = item
         if target.is_symlink():
             target.unlink()  # never write through a link left in the target folder
-        blobs.get(entry.sha256, target, entry.path, keep)
+        blobs.get(entry.sha256, target, entry.path, keep, entry.chunks)
         os.chmod(target, entry.mode & 0o777 | 0o200)
         if progress:
             progress(entry.size)

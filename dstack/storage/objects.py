@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
@@ -13,6 +14,7 @@ from typing import Protocol
 from dstack.errors import StoreError
 
 Progress = Callable[[int], None]  # called with a number of bytes just moved
+Span = tuple[int, int]  # (offset, length): a part of a file stored as its own object
 
 
 class Meter(Protocol):
@@ -20,7 +22,8 @@ class Meter(Protocol):
 
     def __call__(self, moved: int) -> None: ...
 
-    def expect(self, total: int) -> None: ...
+    def expect(self, more: int) -> None:
+        """Add bytes to the total expected (called again as more work is found)."""
 
 
 class ObjectStore(ABC):
@@ -34,8 +37,17 @@ class ObjectStore(ABC):
     parallelism: int = min(8, os.cpu_count() or 1)
 
     @abstractmethod
-    def put_file(self, key: str, src: Path, progress: Progress | None = None) -> None:
-        """Store the file's bytes; large files may go in parts (a reader still sees all or none)."""
+    def put_file(
+        self,
+        key: str,
+        src: Path,
+        progress: Progress | None = None,
+        span: Span | None = None,
+        sha256: str | None = None,
+    ) -> None:
+        """Store the file's bytes, or the ``span`` of them; large files may go in parts (a
+        reader still sees all or none). ``sha256`` is the bytes' expected hash: a store that
+        checks it on receipt (S3) refuses other bytes with ContentMismatch."""
 
     @abstractmethod
     def put_bytes(self, key: str, data: bytes) -> None: ...
@@ -93,10 +105,17 @@ class LocalObjectStore(ObjectStore):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         return path, fd, tmp
 
-    def put_file(self, key: str, src: Path, progress: Progress | None = None) -> None:
+    def put_file(
+        self,
+        key: str,
+        src: Path,
+        progress: Progress | None = None,
+        span: Span | None = None,
+        sha256: str | None = None,
+    ) -> None:
         path, fd, tmp = self._atomic_target(key)
         try:
-            with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            with os.fdopen(fd, "wb") as out, open_span(src, span) as inp:
                 shutil.copyfileobj(inp, out, self.CHUNK)
             os.chmod(tmp, 0o444)
             os.replace(tmp, path)
@@ -174,3 +193,49 @@ class BucketObjectStore(ObjectStore):
 
     def _where(self, key: str) -> str:
         return f"'{key}' in {self.url}" if key else self.url
+
+
+class FileSpan(io.RawIOBase):
+    """A read-only window (offset, length) of a file, seekable within itself: an SDK uploads it
+    as if it were a whole file, read from disk as it is sent (memory stays flat)."""
+
+    def __init__(self, path: Path, offset: int, length: int) -> None:
+        self._file = open(path, "rb")  # noqa: SIM115 (closed by close())
+        self.offset, self.length, self._pos = offset, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def __len__(self) -> int:
+        return self.length
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.length}[whence]
+        self._pos = min(max(base + pos, 0), self.length)
+        return self._pos
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        want = min(len(buffer), self.length - self._pos)
+        if want <= 0:
+            return 0
+        self._file.seek(self.offset + self._pos)
+        got = self._file.readinto(memoryview(buffer)[:want])
+        self._pos += got
+        return got
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def open_span(path: Path, span: Span | None) -> io.RawIOBase | io.BufferedReader:
+    """The whole file, or the window ``span`` of it, open for reading."""
+    if span is None:
+        return open(path, "rb")  # noqa: SIM115 (the caller closes it)
+    return FileSpan(path, *span)

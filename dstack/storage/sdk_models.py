@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,8 @@ def cache_models(session: Any, folder: Path) -> None:
                 except Exception:  # missing or damaged (any error): parse the JSON again
                     data = super().load_file(file_path)
                     if data is not None:
-                        try:
+                        with suppress(OSError):  # a read-only home only loses the speed-up
                             write_bytes_atomic(cached, pickle.dumps(data, pickle.HIGHEST_PROTOCOL))
-                        except OSError:
-                            pass  # a read-only home only loses the speed-up
                     return data
             return None
 
