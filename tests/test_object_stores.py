@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import time
@@ -180,13 +181,15 @@ def test_large_files_go_to_remote_stores_in_chunks(objects: ObjectStore, tmp_pat
     meter = type("M", (), {"__call__": lambda s, n: moved.append(n), "expect": lambda s, n: 0})()
     [entry] = scan_files(tree, ["model.bin"], blobs, progress=meter)
     data = (tree / "model.bin").read_bytes()
-    assert entry.sha256 == hashlib.sha256(data).hexdigest()
     assert sum(moved) == len(data), "progress counts every byte once"
     if not objects.remote:
         assert entry.chunks is None, "a folder store keeps whole files (hard links, no parts)"
+        assert entry.sha256 == hashlib.sha256(data).hexdigest()
     else:
         parts = [data[i : i + 1024**2] for i in range(0, len(data), 1024**2)]
         assert entry.chunks == tuple(hashlib.sha256(p).hexdigest() for p in parts)
+        digests = b"".join(hashlib.sha256(p).digest() for p in parts)
+        assert entry.sha256 == hashlib.sha256(digests).hexdigest(), "named by its chunk tree"
         assert len(objects.keys("blobs/")) == 4, "four chunks, no whole-file blob"
     materialize([entry], tmp_path / "out", BlobStore(objects))
     assert (tmp_path / "out" / "model.bin").read_bytes() == data
@@ -223,6 +226,11 @@ def test_a_corrupted_chunk_names_the_file(remote: ObjectStore, tmp_path: Path) -
     with pytest.raises(StoreError, match="'model.bin' is corrupted"):
         materialize([entry], tmp_path / "out", BlobStore(objects))
     assert not (tmp_path / "out" / "model.bin").exists(), "nothing half-written is left"
+    swapped = dataclasses.replace(
+        entry, chunks=(entry.chunks[1], entry.chunks[0], *entry.chunks[2:])
+    )
+    with pytest.raises(StoreError, match="chunk list that does not match"):
+        materialize([swapped], tmp_path / "out", BlobStore(objects))
 
 
 def test_chunk_lists_are_cached_and_checked_against_each_store(

@@ -19,20 +19,30 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dstack.errors import ContentMismatch, StoreError
-from dstack.storage.objects import Meter, ObjectStore, Span
+from dstack.storage.objects import Meter, ObjectStore, Span, open_span
 
 CHUNK = 1 << 20  # read size
-CHUNK_SIZE = 64 << 20  # files larger than this go to remote stores as chunks of this size
+CHUNK_SIZE = 32 << 20  # files larger than this go to remote stores as chunks of this size
 LIST_AT = 256  # unknown hashes in one batch from which a listing is cheaper than lookups
 LIST_PAGES_PER_HASH = 4  # list at most this many keys per unknown hash before falling back
 
 
-def file_sha256(path: str | Path) -> str:
+def file_sha256(path: str | Path, span: Span | None = None) -> str:
+    """The sha256 of the file, or of the ``span`` of it (read into one reused buffer: many
+    threads hashing at once would otherwise grow the allocator's arenas)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    with open_span(Path(path), span) as handle:
+        while got := handle.readinto(buffer):
+            digest.update(view[:got])
     return digest.hexdigest()
+
+
+def chunk_tree(chunks: Iterable[str]) -> str:
+    """The name of a file kept as chunks: the sha256 of its chunks' sha256 digests, in order
+    (as Dropbox's content hash), computed without reading the file again."""
+    return hashlib.sha256(b"".join(bytes.fromhex(c) for c in chunks)).hexdigest()
 
 
 def blob_key(sha: str) -> str:
@@ -162,36 +172,33 @@ class BlobStore:
     def put_chunked(
         self, path: str, signature: tuple[int, int], progress: Meter | None = None
     ) -> tuple[str, tuple[str, ...]] | None:
-        """Store a large file as chunks of ``chunk_size``, each sent (when the store lacks it)
-        while the next one is hashed; returns the file's sha256 and its chunks' hashes, or
-        None when the file was rewritten meanwhile (the next sync stores the new content).
+        """Store a large file as chunks of ``chunk_size``: each chunk is hashed and, when the
+        store lacks it, sent, all chunks at once on the store's threads; returns the file's
+        name (chunk_tree of the chunks) and its chunks' hashes, or None when the file was
+        rewritten meanwhile (the next sync stores the new content).
 
-        Hashing overlaps the upload, so a 1 GB file costs about its upload time, and an
-        interrupted upload resumes with the chunks the store still lacks."""
-        whole, chunks, sent = hashlib.sha256(), [], []
+        Chunks hash on all cores while others upload (a whole-file sha256 would be one core's
+        1 GB/s), and an interrupted upload resumes with the chunks the store still lacks."""
+        size = signature[0]
+        spans = [(at, min(self.chunk_size, size - at)) for at in range(0, size, self.chunk_size)]
         if progress is not None:
-            progress.expect(signature[0])
-        with ThreadPoolExecutor(self.objects.parallelism) as pool, open(path, "rb") as handle:
-            offset = 0
-            while offset < signature[0]:
-                part, length = hashlib.sha256(), 0
-                while length < self.chunk_size and (piece := handle.read(CHUNK)):
-                    whole.update(piece)
-                    part.update(piece)
-                    length += len(piece)
-                if not length:
-                    break  # shrunk meanwhile: the signature check below notices
-                upload = Upload(path, part.hexdigest(), signature, (offset, length))
-                if upload.sha256 not in chunks and self.missing([upload.sha256]):
-                    sent.append(pool.submit(self._send, upload, False, progress))
-                elif progress is not None:
-                    progress(length)
-                chunks.append(upload.sha256)
-                offset += length
-        if any(future.result() for future in sent) or _signature(path) != signature:
+            progress.expect(size)
+
+        def store(span: Span) -> tuple[str, bool]:
+            sha = file_sha256(path, span)
+            if not self.missing([sha]):
+                if progress is not None:
+                    progress(span[1])
+                return sha, False
+            return sha, self._send(Upload(path, sha, signature, span), False, progress) is not None
+
+        with ThreadPoolExecutor(self.objects.parallelism) as pool:
+            stored = list(pool.map(store, spans))
+        if any(changed for _, changed in stored) or _signature(path) != signature:
             return None
+        chunks = tuple(sha for sha, _ in stored)
         self.known.add(chunks)
-        return whole.hexdigest(), tuple(chunks)
+        return chunk_tree(chunks), chunks
 
     def put(self, path: Path, sha: str | None = None, link: bool = False) -> str:
         """Store one file's bytes unless a blob with that hash exists; returns the hash."""
@@ -218,6 +225,11 @@ class BlobStore:
         bytes whose hash is not the one asked for.
 
         With ``keep`` blobs read from a remote store are also kept in the local cache."""
+        if chunks is not None and chunk_tree(chunks) != sha:
+            raise StoreError(
+                f"'{label}' has a chunk list that does not match its hash {sha[:12]}….",
+                hint="the manifest was tampered with or damaged; nothing was written",
+            )
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".dstack-")
         try:

@@ -20,8 +20,8 @@ from dstack.storage.objects import Meter, Progress
 
 @dataclass(frozen=True)
 class Entry:
-    """A file (its sha256; in a remote store a large one is kept as ``chunks``, the hashes of
-    its consecutive parts) or a symlink (``link``)."""
+    """A file (its sha256) or a symlink (``link``). In a remote store a large file is kept as
+    ``chunks``, the sha256 of each consecutive part, and named by their chunk_tree."""
 
     path: str
     size: int
@@ -212,14 +212,15 @@ def scan_files(
             entries += [e for e in pool.map(hashed, to_hash) if e is not None]
     else:
         entries += [e for e in map(hashed, to_hash) if e is not None]
-    uploads = [
+    known = blobs.known
+    uploads = [  # hashes this home knows the store has need no question and no Upload
         Upload(
             f"{base}/{e.path}",
             e.sha256,
             (stats[e.path].st_size, stats[e.path].st_mtime_ns),
         )
         for e in entries
-        if e.link is None and e.chunks is None
+        if e.link is None and e.chunks is None and e.sha256 not in known
     ]
     changed = blobs.put_many(uploads, link, progress)
     return [e for e in entries if e.link is not None or e.sha256 not in changed]
