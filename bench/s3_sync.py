@@ -113,7 +113,7 @@ def main() -> None:
         cases = (
             ("1 GB file, first upload (median of 5)", "big", 5),
             (f"{SMALL_FILES:,} x 4 KB files, first upload", "small", 1),
-            (f"{SMALL_FILES:,} files, unchanged (median of 5)", "small", 5),
+            (f"{SMALL_FILES:,} files, unchanged (median of 9)", "small", 9),
         )
         for number, (label, folder, repeats) in enumerate(cases):
             aws_runs, dstack_runs = [], []

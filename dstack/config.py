@@ -7,6 +7,12 @@ backends:
     keep_run_dirs: false          # remove a job's folder on the host once its artifacts are safe
     hosts:                        # own servers, added to the pool on first use
       - {name: gpu1, host: 10.0.0.7, user: me, identity_file: ~/.ssh/id_ed25519}
+  aws:                            # a cloud dstack may use (also gcp, azure); limits all optional
+    regions: [us-east-1]
+    instance_types: [g5.xlarge, g5.2xlarge]
+    spot: auto                    # never | auto (for interruptible jobs) | only
+    max_instances: 2              # VMs at once, across every dstack process
+    max_price: 2.5                # USD per hour
 store:                            # shared, versioned artifacts (default: DSTACK_HOME/store)
   url: s3://my-bucket/dstack      # or gs://bucket/prefix, az://container/prefix, file:///path
   region: eu-west-1               # s3: region, profile, endpoint_url (S3-compatible servers)
@@ -40,6 +46,17 @@ class ConfigHost:
     user: str | None = None
     identity_file: str | None = None
     slots: int = 1
+
+
+@dataclass(frozen=True)
+class CloudLimits:
+    """`backends.aws|gcp|azure` (validated by dstack.spec.config.CloudBackend)."""
+
+    regions: tuple[str, ...] | None = None
+    instance_types: tuple[str, ...] | None = None
+    spot: str = "auto"
+    max_instances: int = 4
+    max_price: float | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +121,24 @@ def ssh_settings(home: Home) -> SSHSettings:
         return SSHSettings()
     ssh = data["backends"]["ssh"]
     return SSHSettings(tuple(ConfigHost(**h) for h in ssh["hosts"]), ssh["keep_run_dirs"])
+
+
+def cloud_limits(home: Home) -> dict[str, CloudLimits]:
+    """The clouds set up in config.yaml, with their limits; none without a config file."""
+    data = validated_config(home)
+    found = {}
+    for cloud in ("aws", "gcp", "azure"):
+        limits: dict[str, Any] | None = (data or {}).get("backends", {}).get(cloud)
+        if limits is not None:
+            regions, types = limits["regions"], limits["instance_types"]
+            found[cloud] = CloudLimits(
+                regions=tuple(regions) if regions is not None else None,
+                instance_types=tuple(types) if types is not None else None,
+                spot=limits["spot"],
+                max_instances=limits["max_instances"],
+                max_price=limits["max_price"],
+            )
+    return found
 
 
 def validated_config(home: Home) -> dict[str, Any] | None:

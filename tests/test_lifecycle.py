@@ -208,10 +208,12 @@ def test_help_and_ps_do_not_import_heavy_modules(project: Project) -> None:
     code = (
         "import sys, runpy\nsys.argv = ['dstack'] + sys.argv[1:]\n"
         "try:\n    runpy.run_module('dstack', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('pulumi', 'boto3', 'fabric', 'paramiko', 'pydantic', 'yaml') if m in sys.modules]\n"
+        "heavy = [m for m in ('pulumi', 'pulumi_aws', 'pulumi_gcp', 'pulumi_azure_native',"
+        " 'stacks', 'boto3', 'botocore', 'fabric', 'paramiko', 'pydantic', 'yaml')"
+        " if m in sys.modules]\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
     )
-    for args in (["--help"], ["ps"]):
+    for args in (["--help"], ["ps"], ["offers"]):
         done = subprocess.run(
             [sys.executable, "-c", code, *args],
             cwd=project.root,

@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from dstack.cli import artifacts, init, pool, runs, secrets, tags, views
+from dstack.cli import artifacts, init, offers, plan, pool, runs, secrets, tags, views
 
 app = typer.Typer(
     name="dstack",
@@ -24,6 +24,8 @@ app = typer.Typer(
 init.register(app)
 runs.register(app)
 views.register(app)
+offers.register(app)
+plan.register(app)
 app.add_typer(artifacts.app, name="artifacts")
 app.add_typer(tags.app, name="tags")
 app.add_typer(secrets.app, name="secrets")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 STORE_SCHEMES = ("file", "s3", "gs", "az")
 
@@ -33,9 +35,50 @@ class SSHBackend(_Strict):
     )
 
 
+class CloudBackend(_Strict):
+    """A cloud where dstack may create a VM per job; a cloud not listed is never used."""
+
+    regions: list[str] | None = Field(None, description="Allowed regions (default: all)")
+    instance_types: list[str] | None = Field(
+        None, description="Allowed instance types (default: all in the catalog)"
+    )
+    spot: Literal["never", "auto", "only"] = Field(
+        "auto",
+        description="never: on-demand only; auto: spot for interruptible jobs; only: spot only",
+    )
+    max_instances: int = Field(4, ge=1, description="VMs at once, across all dstack processes")
+    max_price: float | None = Field(None, gt=0, description="Highest price per hour, USD")
+
+
 class Backends(_Strict):
     local: LocalBackend = Field(default_factory=LocalBackend)
     ssh: SSHBackend = Field(default_factory=SSHBackend)
+    aws: CloudBackend | None = None
+    gcp: CloudBackend | None = None
+    azure: CloudBackend | None = None
+
+    @field_validator("aws", "gcp", "azure")
+    @classmethod
+    def _in_catalog(cls, value: CloudBackend | None, info: ValidationInfo) -> CloudBackend | None:
+        """Regions and instance types must be ones the catalog knows (a typo would otherwise
+        silently allow nothing)."""
+        from dstack.backends.catalog import load_catalog
+        from dstack.spec.suggest import did_you_mean
+
+        if value is None:
+            return None
+        catalog, cloud = load_catalog(), str(info.field_name)
+        for key, known in (
+            ("regions", catalog.regions(cloud)),
+            ("instance_types", catalog.names(cloud)),
+        ):
+            for item in getattr(value, key) or []:
+                if item not in known:
+                    hint = did_you_mean(item, known) or f"see `dstack offers --backend {cloud}`"
+                    raise ValueError(
+                        f"{key}: '{item}' is not a {cloud} entry of the catalog ({hint})"
+                    )
+        return value
 
 
 class StoreSettings(_Strict):

@@ -1,0 +1,112 @@
+"""The offline preview of a job's stack: the real stack program (stacks/) run under the Pulumi
+SDK's mock runtime, each resource recorded with the inputs a reviewer checks (sizes, ports and
+who may reach them, spot, prices). Nothing is created and no credentials are needed.
+
+What dstack fills in at launch (the caller's address, the per-run SSH key, the image lookup) is
+shown as such, never as made-up values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from stacks.spec import HostSpec
+
+# Stand-ins for what dstack fills in at launch, shown by their meaning.
+CALLER = "192.0.2.1/32"  # documentation range (RFC 5737): never a real caller
+PREVIEW_KEY = "ssh-ed25519 AAAA-dstack-preview"
+PLACEHOLDERS = {CALLER: "<your address>/32", PREVIEW_KEY: "<per-run key>"}
+SECRET_MARKER = "4dabf18193072939515e22adb298388d"
+
+# The inputs worth reading in a preview (flattened paths end with one of these keys).
+KEY_INPUTS = {
+    "instanceType": "type",
+    "machineType": "type",
+    "vmSize": "type",
+    "region": "region",
+    "location": "region",
+    "zone": "zone",
+    "availabilityZone": "zone",
+    "volumeSize": "disk GB",
+    "size": "disk GB",
+    "diskSizeGB": "disk GB",
+    "volumeType": "disk type",
+    "fromPort": "port",
+    "ports": "ports",
+    "destinationPortRange": "port",
+    "cidrBlocks": "from",
+    "sourceRanges": "from",
+    "sourceAddressPrefix": "from",
+    "marketType": "market",
+    "provisioningModel": "market",
+    "priority": "market",
+    "maxPrice": "max price",
+    "evictionPolicy": "eviction",
+    "instanceInitiatedShutdownBehavior": "on shutdown",
+    "onHostMaintenance": "on maintenance",
+    "publicKey": "key",
+    "keyData": "key",
+    "ami": "image",
+}
+
+
+@dataclass(frozen=True)
+class PlannedResource:
+    type: str
+    name: str
+    inputs: dict[str, str]
+
+
+def offline_preview(spec: HostSpec) -> list[PlannedResource]:
+    """Every resource the stack would create, in registration order, with its key inputs."""
+    import pulumi
+
+    from stacks.program import host
+
+    class Recorder(pulumi.runtime.Mocks):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.found: list[PlannedResource] = []
+
+        def new_resource(self, args: Any) -> tuple[str, dict[str, Any]]:
+            self.found.append(PlannedResource(args.typ, args.name, _key_inputs(args.inputs)))
+            return f"{args.name}-id", dict(args.inputs)
+
+        def call(self, args: Any) -> dict[str, Any]:  # type: ignore[override]
+            return {"id": "<looked up at launch>"}
+
+    recorder = Recorder()
+    pulumi.runtime.set_mocks(recorder, project="dstack-host", stack="preview", preview=True)
+
+    @pulumi.runtime.test  # type: ignore[misc]
+    def program() -> None:
+        host(spec)
+
+    program()
+    return recorder.found
+
+
+def _key_inputs(inputs: dict[str, Any]) -> dict[str, str]:
+    shown: dict[str, list[str]] = {}
+    for path, value in _flatten(inputs, ""):
+        label = KEY_INPUTS.get(path.rsplit(".", 1)[-1].split("[")[0])
+        if label is not None and "egress" in path:  # outbound rules: where to, not from
+            label = "egress " + ("to" if label == "from" else label)
+        if label is not None:
+            text = PLACEHOLDERS.get(str(value), str(value))
+            if text not in shown.setdefault(label, []):
+                shown[label].append(text)
+    return {label: ", ".join(values) for label, values in shown.items()}
+
+
+def _flatten(value: Any, path: str) -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        if SECRET_MARKER in value:
+            return [(path, "[secret]")]
+        return [p for key, item in value.items() for p in _flatten(item, f"{path}.{key}")]
+    if isinstance(value, list):
+        if all(not isinstance(item, (dict, list)) for item in value):
+            return [(path, ", ".join(PLACEHOLDERS.get(str(v), str(v)) for v in value))]
+        return [p for i, item in enumerate(value) for p in _flatten(item, f"{path}[{i}]")]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # the engine passes numbers as floats
+    return [(path, value)]

@@ -1,0 +1,110 @@
+"""`dstack plan WORKFLOW`: where each job would run, what it costs, and every resource its
+stack would create, before anything exists."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from dstack.cli.common import print_json
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        help="Show where each job would run (the cheapest allowed offer), its price, and every "
+        "resource of its stack; nothing is created.",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(plan)
+
+
+def plan(
+    ctx: typer.Context,
+    workflow: str = typer.Argument(..., help="Workflow name from .dstack/"),
+    backend: str | None = typer.Option(None, "--backend", help="Only this backend"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text"),
+) -> None:
+    from dstack.backends.catalog import CLOUDS, load_catalog
+    from dstack.backends.hosts import DEADLINE_MINUTES, host_spec
+    from dstack.backends.offers import OWN, Offer, catalog_offers, choose
+    from dstack.backends.preview import CALLER, PREVIEW_KEY, offline_preview
+    from dstack.cli.common import open_state
+    from dstack.config import cloud_limits
+    from dstack.runner.placement import candidates
+    from dstack.runner.plan import plan_run
+    from dstack.spec.files import find_repo_root
+    from dstack.tags import who
+
+    home, state = open_state()
+    repo = find_repo_root(Path.cwd())
+    planned = plan_run(home.root / "cache" / "plans", repo, workflow, list(ctx.args))
+    limits = {c: v for c, v in cloud_limits(home).items() if backend in (None, c)}
+    specs = [job.spec for job in planned.jobs]
+    gpus = any(s.resources.gpu and s.resources.gpu.count for s in specs)
+    own = []
+    if backend in (None, *OWN):
+        own = [
+            Offer("ssh" if c.host else "local", c.name, "", c.resources, 0.0)
+            for c in candidates(home, state, {"backend": backend}, with_gpus=gpus)
+        ]
+    clouds = catalog_offers(load_catalog(), [c for c in CLOUDS if c in limits])
+    report: list[dict[str, Any]] = []
+    for spec in specs:
+        offer = choose(spec.resources, own + clouds, limits)
+        entry: dict[str, Any] = {"job": spec.name, "offer": _offer_json(offer)}
+        if offer.backend in OWN:
+            entry["resources"] = []
+        else:
+            host = host_spec(
+                offer,
+                "RUN",
+                spec.name,
+                who(),
+                spec.resources,
+                limits[offer.backend],
+                allowed_cidr=CALLER,
+                ssh_public_key=PREVIEW_KEY,
+            )
+            entry["resources"] = [r.__dict__ for r in offline_preview(host)]
+            entry["cost_cap"] = round(offer.price * DEADLINE_MINUTES / 60, 2)
+        report.append(entry)
+    if as_json:
+        print_json({"workflow": workflow, "preview": "offline", "jobs": report})
+        return
+    _print(workflow, report)
+
+
+def _offer_json(offer: Any) -> dict[str, Any]:
+    gpus = offer.resources.gpus
+    return {
+        "backend": offer.backend,
+        "name": offer.name,
+        "region": offer.region,
+        "gpus": f"{len(gpus)}x {gpus[0].name}" if gpus else "",
+        "spot": offer.spot,
+        "price": offer.price,
+    }
+
+
+def _print(workflow: str, report: list[dict[str, Any]]) -> None:
+    from dstack.backends.hosts import DEADLINE_MINUTES
+
+    out = [f"Plan for '{workflow}' (offline preview: nothing is created)."]
+    for entry in report:
+        o = entry["offer"]
+        where = f"{o['backend']} {o['name']}" + (f" in {o['region']}" if o["region"] else "")
+        what = ", ".join(x for x in (o["gpus"], "spot" if o["spot"] else "") if x)
+        price = f"${o['price']:g}/h"
+        if "cost_cap" in entry:
+            price += f"; at most ${entry['cost_cap']:g} by the host's {DEADLINE_MINUTES // 60} h deadline"
+        out.append(f"\n{entry['job']}: {where}" + (f", {what}" if what else ""))
+        out.append(f"  {price}")
+        if not entry["resources"]:
+            out.append("  nothing to create")
+        for resource in entry["resources"]:
+            out.append(f"  + {resource['type']}  {resource['name']}")
+            for label, value in resource["inputs"].items():
+                out.append(f"      {label}: {value}")
+    sys.stdout.write("\n".join(out) + "\n")
