@@ -6,17 +6,14 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
+from stacks.host import HostComponent
 from stacks.spec import HostSpec, cloud_labels, startup_script
 
 # Ubuntu with NVIDIA drivers, CUDA and Docker, kept current by AWS; `image` overrides it.
 DLAMI_NAME = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *"
 
 
-class AwsHost(pulumi.ComponentResource):
-    address: pulumi.Output[str]
-    ssh_user: pulumi.Output[str]
-    instance_id: pulumi.Output[str]
-
+class AwsHost(HostComponent):
     def __init__(
         self, name: str, spec: HostSpec, opts: pulumi.ResourceOptions | None = None
     ) -> None:
@@ -80,12 +77,7 @@ class AwsHost(pulumi.ComponentResource):
             volume_tags=tags,
             opts=child,
         )
-        self.address = instance.public_ip
-        self.ssh_user = pulumi.Output.from_input(spec.ssh_user)
-        self.instance_id = instance.id
-        self.register_outputs(
-            {"address": self.address, "ssh_user": self.ssh_user, "instance_id": self.instance_id}
-        )
+        self.publish(instance.public_ip, spec.ssh_user, instance.id)
 
     def _child(self, provider: pulumi.ProviderResource | None = None) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self, provider=provider)

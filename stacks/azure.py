@@ -9,17 +9,14 @@ import base64
 import pulumi
 from pulumi_azure_native import compute, network, resources
 
+from stacks.host import HostComponent
 from stacks.spec import HostSpec, cloud_labels, startup_script
 
 # Ubuntu HPC image with NVIDIA drivers (publisher:offer:sku:version); `image` overrides it.
 DEFAULT_IMAGE = "microsoft-dsvm:ubuntu-hpc:2204:latest"
 
 
-class AzureHost(pulumi.ComponentResource):
-    address: pulumi.Output[str]
-    ssh_user: pulumi.Output[str]
-    instance_id: pulumi.Output[str]
-
+class AzureHost(HostComponent):
     def __init__(
         self, name: str, spec: HostSpec, opts: pulumi.ResourceOptions | None = None
     ) -> None:
@@ -131,9 +128,4 @@ class AzureHost(pulumi.ComponentResource):
             resource_group_name=group.name,
             location=spec.region,
         )
-        self.address = public_ip.ip_address.apply(lambda ip: ip or "")
-        self.ssh_user = pulumi.Output.from_input(spec.ssh_user)
-        self.instance_id = vm.vm_id
-        self.register_outputs(
-            {"address": self.address, "ssh_user": self.ssh_user, "instance_id": self.instance_id}
-        )
+        self.publish(public_ip.ip_address.apply(lambda ip: ip or ""), spec.ssh_user, vm.vm_id)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import pulumi
 import pulumi_gcp as gcp
 
+from stacks.host import HostComponent
 from stacks.spec import HostSpec, cloud_labels, startup_script
 
 # Deep Learning VM with the NVIDIA driver installed on first boot; `image` overrides it.
@@ -22,11 +23,7 @@ ACCELERATORS = {
 }
 
 
-class GcpHost(pulumi.ComponentResource):
-    address: pulumi.Output[str]
-    ssh_user: pulumi.Output[str]
-    instance_id: pulumi.Output[str]
-
+class GcpHost(HostComponent):
     def __init__(
         self, name: str, spec: HostSpec, opts: pulumi.ResourceOptions | None = None
     ) -> None:
@@ -89,11 +86,8 @@ class GcpHost(pulumi.ComponentResource):
             tags=[network_tag],
             opts=child,
         )
-        self.address = instance.network_interfaces.apply(_public_ip)
-        self.ssh_user = pulumi.Output.from_input(spec.ssh_user)
-        self.instance_id = instance.instance_id
-        self.register_outputs(
-            {"address": self.address, "ssh_user": self.ssh_user, "instance_id": self.instance_id}
+        self.publish(
+            instance.network_interfaces.apply(_public_ip), spec.ssh_user, instance.instance_id
         )
 
 

@@ -5,21 +5,13 @@ from __future__ import annotations
 
 import pulumi
 
+from stacks.host import HostComponent
 from stacks.spec import HostSpec
 
 
-class OwnHost(pulumi.ComponentResource):
-    address: pulumi.Output[str]
-    ssh_user: pulumi.Output[str]
-    instance_id: pulumi.Output[str]
-
+class OwnHost(HostComponent):
     def __init__(
         self, name: str, spec: HostSpec, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("dstack:ssh:Host", name, None, opts)
-        self.address = pulumi.Output.from_input(f"{spec.address}:{spec.port}")
-        self.ssh_user = pulumi.Output.from_input(spec.ssh_user)
-        self.instance_id = pulumi.Output.from_input(spec.name)
-        self.register_outputs(
-            {"address": self.address, "ssh_user": self.ssh_user, "instance_id": self.instance_id}
-        )
+        self.publish(f"{spec.address}:{spec.port}", spec.ssh_user, spec.name)
