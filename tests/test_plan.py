@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from conftest import Project
@@ -95,3 +98,76 @@ def test_no_fitting_offer_says_which_host_or_limit_stopped_it(project: Project) 
     assert "local (" in done.stderr and "1 GPU A10G requested" in done.stderr
     assert "aws: the limit max_price $0.2/h excludes all" in done.stderr
     assert "g5.xlarge in us-east-1, $0.3018/h, spot" in done.stderr
+
+
+def test_export_writes_a_pulumi_project_the_stacks_program_runs(
+    project: Project, tmp_path: Path
+) -> None:
+    """The exported project runs under the Pulumi SDK's mock runtime with its own stack config,
+    as `pulumi up` would run it with the engine: same program, same resources."""
+    set_up(project, "backends:\n  aws:\n    regions: [us-east-1]\n")
+    key = tmp_path / "id.pub"
+    key.write_text("ssh-ed25519 AAAAC3NzaExportedKey me@laptop\n")
+    out = tmp_path / "exported"
+    done = project.dstack(
+        "plan",
+        "train",
+        "--export",
+        str(out),
+        "--allowed-cidr",
+        "203.0.113.7/32",
+        "--ssh-key",
+        str(key),
+        check=True,
+    )
+    assert "Wrote" in done.stderr and "pulumi config set" not in done.stderr
+    assert "runtime: python" in (out / "Pulumi.yaml").read_text()
+    stack_file = out / "Pulumi.dstack-RUN-train.yaml"
+    host = json.loads(stack_file.read_text())["config"]["dstack-host:host"]
+    assert (host["backend"], host["instance_type"], host["spot"]) == ("aws", "g5.xlarge", True)
+    assert host["allowed_cidr"] == "203.0.113.7/32"
+    assert host["ssh_public_key"] == "ssh-ed25519 AAAAC3NzaExportedKey me@laptop"
+    assert host["shutdown_after_minutes"] == 24 * 60
+
+    script = (
+        "import json, runpy, sys\n"
+        "import pulumi\n"
+        "found = []\n"
+        "class M(pulumi.runtime.Mocks):\n"
+        "    def new_resource(self, a):\n"
+        "        found.append((a.typ, a.inputs))\n"
+        "        return a.name + '-id', dict(a.inputs, publicIp='203.0.113.99')\n"
+        "    def call(self, a):\n"
+        "        return {'id': 'ami-1'}\n"
+        "pulumi.runtime.set_mocks(M(), project='dstack-host', stack='s', preview=False)\n"
+        "config = json.load(open(sys.argv[1]))['config']\n"
+        "pulumi.runtime.set_all_config({k: json.dumps(v) for k, v in config.items()})\n"
+        "@pulumi.runtime.test\n"
+        "def run():\n"
+        "    runpy.run_path(sys.argv[2], run_name='__main__')\n"
+        "run()\n"
+        "sg = next(i for t, i in found if t.endswith('SecurityGroup'))\n"
+        "print(json.dumps({'types': sorted(t for t, _ in found), 'cidr': sg['ingress'][0]['cidrBlocks']}))\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script, str(stack_file), str(out / "__main__.py")],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert result["cidr"] == ["203.0.113.7/32"]
+    assert "aws:ec2/instance:Instance" in result["types"]
+
+
+def test_export_without_the_launch_values_says_what_to_set(
+    project: Project, tmp_path: Path
+) -> None:
+    set_up(project, "backends:\n  aws: {}\n")
+    done = project.dstack("plan", "train", "--export", str(tmp_path / "x"), check=True)
+    assert "pulumi config set --path host.allowed_cidr VALUE" in done.stderr
+    bad = project.dstack("plan", "train", "--export", str(tmp_path / "y"), "--allowed-cidr", "me")
+    assert bad.returncode != 0 and "--allowed-cidr" in bad.stderr and "Traceback" not in bad.stderr
+    local = project.dstack("plan", "tiny", "--export", str(tmp_path / "z"))
+    assert local.returncode != 0 and "Nothing to export" in local.stderr

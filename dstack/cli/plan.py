@@ -25,6 +25,15 @@ def plan(
     workflow: str = typer.Argument(..., help="Workflow name from .dstack/"),
     backend: str | None = typer.Option(None, "--backend", help="Only this backend"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text"),
+    export_dir: Path | None = typer.Option(
+        None, "--export", metavar="DIR", help="Also write the cloud hosts as a Pulumi project"
+    ),
+    allowed_cidr: str = typer.Option(
+        "", "--allowed-cidr", help="With --export: who may reach SSH (e.g. your address/32)"
+    ),
+    ssh_key: Path | None = typer.Option(
+        None, "--ssh-key", help="With --export: the public key to install on the hosts"
+    ),
 ) -> None:
     from dstack.backends.catalog import CLOUDS, load_catalog
     from dstack.backends.hosts import DEADLINE_MINUTES, host_spec
@@ -51,6 +60,7 @@ def plan(
         ]
     clouds = catalog_offers(load_catalog(), [c for c in CLOUDS if c in limits])
     report: list[dict[str, Any]] = []
+    hosts = []
     for spec in specs:
         offer = choose(spec.resources, own + clouds, limits)
         entry: dict[str, Any] = {"job": spec.name, "offer": _offer_json(offer)}
@@ -67,13 +77,54 @@ def plan(
                 allowed_cidr=CALLER,
                 ssh_public_key=PREVIEW_KEY,
             )
+            hosts.append(host)
             entry["resources"] = [r.__dict__ for r in offline_preview(host)]
             entry["cost_cap"] = round(offer.price * DEADLINE_MINUTES / 60, 2)
         report.append(entry)
+    if export_dir is not None:
+        _export(export_dir, hosts, allowed_cidr, ssh_key)
     if as_json:
         print_json({"workflow": workflow, "preview": "offline", "jobs": report})
         return
     _print(workflow, report)
+
+
+def _export(folder: Path, hosts: list[Any], allowed_cidr: str, ssh_key: Path | None) -> None:
+    from dataclasses import replace
+
+    from dstack.backends.export import export
+    from dstack.backends.preview import CALLER, PREVIEW_KEY
+    from dstack.errors import SpecError
+
+    if not hosts:
+        raise SpecError(
+            "Nothing to export: every job runs on this machine or the pool.",
+            hint="--export writes the cloud hosts of a plan (see `dstack offers`)",
+        )
+    key = ""
+    if ssh_key is not None:
+        try:
+            key = ssh_key.expanduser().read_text().strip()
+        except OSError as e:
+            raise SpecError(f"Cannot read the SSH key {ssh_key}: {e.strerror}.") from None
+    if allowed_cidr:
+        try:
+            hosts = [replace(h, allowed_cidr=allowed_cidr) for h in hosts]  # validated here
+        except ValueError as e:
+            raise SpecError(f"--allowed-cidr: {e}.", hint="e.g. 203.0.113.7/32") from None
+    written = export(folder, hosts, {CALLER: "", PREVIEW_KEY: key})
+    notes = [f"Wrote {folder}/Pulumi.yaml and " + ", ".join(p.name for p in written) + "."]
+    if not allowed_cidr or not key:
+        notes.append(
+            "Before `pulumi up`, set what dstack fills in at launch: "
+            + " and ".join(
+                f"pulumi config set --path host.{field} VALUE"
+                for field, given in (("allowed_cidr", allowed_cidr), ("ssh_public_key", key))
+                if not given
+            )
+            + " (or pass --allowed-cidr / --ssh-key)."
+        )
+    sys.stderr.write("\n".join(notes) + "\n")
 
 
 def _offer_json(offer: Any) -> dict[str, Any]:
