@@ -7,6 +7,8 @@ DstackError                  anything the user can act on; the CLI prints it as 
 ├── ResourceError            the requested resources cannot be satisfied here
 ├── ProviderError            a provider cannot prepare or run the job
 ├── StoreError               the artifact store refused or returned damaged data
+│   └── ContentMismatch      bytes sent under a hash they do not have (the file changed)
+├── CloudError               a cloud cannot be used (its SDK missing, a stack failing)
 └── RunStateError            an operation that the run's current state does not allow
 
 Library errors are converted at the boundary with ``raise ... from e``.
@@ -58,6 +60,10 @@ class StoreError(DstackError):
 class ContentMismatch(StoreError):
     """The store refused bytes that do not hash to the sha256 they were sent under: the file
     changed while it was being sent."""
+
+
+class CloudError(DstackError):
+    """A cloud backend cannot be used: its SDK is not installed, or its stack failed."""
 
 
 class RunStateError(DstackError):

@@ -17,6 +17,10 @@ COMPONENTS = {
 }
 
 
+# The Pulumi SDK package each backend's component needs (an extra of dstack).
+SDKS = {"aws": "pulumi_aws", "gcp": "pulumi_gcp", "azure": "pulumi_azure_native", "ssh": "pulumi"}
+
+
 def host(spec: HostSpec) -> pulumi.ComponentResource:
     """Create the spec's host and export ``address``, ``ssh_user`` and ``instance_id``."""
     module, cls = COMPONENTS[spec.backend]

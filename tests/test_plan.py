@@ -171,3 +171,23 @@ def test_export_without_the_launch_values_says_what_to_set(
     assert bad.returncode != 0 and "--allowed-cidr" in bad.stderr and "Traceback" not in bad.stderr
     local = project.dstack("plan", "tiny", "--export", str(tmp_path / "z"))
     assert local.returncode != 0 and "Nothing to export" in local.stderr
+
+
+def test_a_missing_pulumi_sdk_is_a_clear_error(project: Project) -> None:
+    set_up(project, "backends:\n  aws: {}\n")
+    code = (
+        "import runpy, sys\n"
+        "sys.modules['pulumi_aws'] = None  # as if the [aws] extra were not installed\n"
+        "sys.argv = ['dstack', 'plan', 'train']\n"
+        "runpy.run_module('dstack', run_name='__main__')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=project.root,
+        env=project.env(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "needs the Pulumi SDK for it (pulumi_aws is missing)" in done.stderr
+    assert "pip install 'dstack[aws]'" in done.stderr

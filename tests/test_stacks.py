@@ -252,3 +252,12 @@ def test_bad_host_descriptions_are_refused_before_any_resource(
     base = spec("aws", instance_type="g5.xlarge", region="us-east-1")
     with pytest.raises(ValueError, match=problem):
         HostSpec(**{**base.__dict__, **change})
+
+
+def test_every_gcp_gpu_in_the_catalog_can_be_attached_or_comes_built_in() -> None:
+    from dstack.backends.catalog import load_catalog
+    from stacks.gcp import ACCELERATORS
+
+    for t in load_catalog().types:
+        if t.backend == "gcp" and t.gpu_count and t.name.startswith("n1-"):
+            assert t.gpu_name.upper() in ACCELERATORS, t

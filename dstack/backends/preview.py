@@ -7,9 +7,11 @@ shown as such, never as made-up values."""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from dstack.errors import CloudError
 from stacks.spec import HostSpec
 
 # Stand-ins for what dstack fills in at launch, shown by their meaning.
@@ -59,9 +61,17 @@ class PlannedResource:
 
 def offline_preview(spec: HostSpec) -> list[PlannedResource]:
     """Every resource the stack would create, in registration order, with its key inputs."""
-    import pulumi
+    try:
+        import pulumi
 
-    from stacks.program import host
+        from stacks.program import SDKS, host
+
+        importlib.import_module(SDKS[spec.backend])
+    except ImportError as e:
+        raise CloudError(
+            f"Previewing a {spec.backend} host needs the Pulumi SDK for it ({e.name} is missing).",
+            hint=f"install the cloud's extra: pip install 'dstack[{spec.backend}]'",
+        ) from None
 
     class Recorder(pulumi.runtime.Mocks):  # type: ignore[misc]
         def __init__(self) -> None:
