@@ -314,3 +314,27 @@ def test_s3_refuses_bytes_that_do_not_match_their_hash(
     blobs = BlobStore(objects)
     assert blobs.put_many([Upload(str(src), stale, (st.st_size, st.st_mtime_ns))]) == {stale}
     assert blobs.missing([stale]) == {stale}, "no blob under a hash its bytes do not have"
+
+
+def test_a_home_switching_from_a_bucket_to_a_folder_stores_whole_files_by_content(
+    remote: ObjectStore, tmp_path: Path
+) -> None:
+    """The stat cache knows the file by its chunks; a folder store needs its content hash."""
+    from dstack.storage.manifest import StatCache
+
+    tree = big_tree(tmp_path)
+    past = time.time() - 60
+    os.utime(tree / "model.bin", (past, past))
+    cache = StatCache()
+    chunked_blobs = BlobStore(remote)
+    chunked_blobs.chunk_size = 1024**2
+    [chunked] = scan_files(tree, ["model.bin"], chunked_blobs, cache)
+    assert chunked.chunks is not None
+    folder = BlobStore(LocalObjectStore(tmp_path / "folder"))
+    [whole] = scan_files(tree, ["model.bin"], folder, cache)
+    data = (tree / "model.bin").read_bytes()
+    assert whole.chunks is None and whole.sha256 == hashlib.sha256(data).hexdigest()
+    materialize([whole], tmp_path / "out", folder)
+    assert (tmp_path / "out" / "model.bin").read_bytes() == data
+    [again] = scan_files(tree, ["model.bin"], chunked_blobs, cache)
+    assert again == chunked, "and back: the chunk list is found again"

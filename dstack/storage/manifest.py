@@ -128,8 +128,9 @@ class StatCache:
         return None
 
     def sha256(self, path: str, st: os.stat_result) -> str:
+        """The file's content sha256 (a hit that names the file by its chunks does not do)."""
         hit = self.lookup(path, st)
-        if hit is not None:
+        if hit is not None and hit[1] is None:
             return hit[0]
         sha = file_sha256(path)
         self.remember(path, st, sha)
@@ -176,14 +177,14 @@ def scan_files(
                     entries.append(Entry(name, 0, 0o777, link=os.readlink(path)))
                 elif stat.S_ISREG(st.st_mode):
                     stats[name] = st
-                    big = blobs.chunked(st.st_size)
                     hit = cache.lookup(path, st)
-                    if hit is None or (big and hit[1] is None):
+                    # A hit counts only in the same form: chunked files are named by their
+                    # chunks, whole ones by their content (a home may switch stores).
+                    if hit is None or (hit[1] is not None) != blobs.chunked(st.st_size):
                         to_hash.append((path, name, st))
                     else:
                         mode = stat.S_IMODE(st.st_mode)
-                        chunks = hit[1] if big else None
-                        entries.append(Entry(name, st.st_size, mode, hit[0], chunks=chunks))
+                        entries.append(Entry(name, st.st_size, mode, hit[0], chunks=hit[1]))
             except FileNotFoundError:
                 continue  # removed while we looked: the next scan sees the truth
     # Chunked files the cache knew, but whose chunks this store lacks, are stored again.
