@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from dstack.backends.catalog import Catalog
 from dstack.config import CloudLimits
 from dstack.hostinfo import HostResources, missing_resources
 from dstack.spec.jobspec import ResourcesSpec
+
+if TYPE_CHECKING:
+    from dstack.runner.placement import Candidate
 
 OWN = ("local", "ssh")
 
@@ -28,6 +32,11 @@ class Offer:
     @property
     def sort_key(self) -> tuple[float, int, str, str, bool]:
         return (self.price, 0 if self.backend in OWN else 1, self.backend, self.name, self.spot)
+
+
+def own_offers(hosts: Iterable[Candidate]) -> list[Offer]:
+    """This machine and the pool's servers, as offers at price 0."""
+    return [Offer("ssh" if c.host else "local", c.name, "", c.resources, 0.0) for c in hosts]
 
 
 def catalog_offers(catalog: Catalog, clouds: Iterable[str]) -> list[Offer]:

@@ -30,7 +30,7 @@ def offers(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table"),
 ) -> None:
     from dstack.backends.catalog import CLOUDS, load_catalog
-    from dstack.backends.offers import Offer, allowed, catalog_offers, fitting
+    from dstack.backends.offers import allowed, catalog_offers, fitting, own_offers
     from dstack.cli.common import open_state
     from dstack.config import cloud_limits
     from dstack.errors import SpecError
@@ -45,14 +45,9 @@ def offers(
     limits = cloud_limits(home)
     clouds = [c for c in CLOUDS if c in limits or c == backend]
     catalog = load_catalog()
-    found = (
-        [
-            Offer("ssh" if c.host else "local", c.name, "", c.resources, 0.0)
-            for c in candidates(home, state, {"backend": backend}, with_gpus=True)
-        ]
-        if backend in (None, "local", "ssh")
-        else []
-    )
+    found = []
+    if backend in (None, "local", "ssh"):
+        found = own_offers(candidates(home, state, {"backend": backend}, with_gpus=True))
     found += catalog_offers(catalog, [c for c in clouds if backend in (None, c)])
     shown = allowed(fitting(want, found), limits, interruptible=None)
     if as_json:

@@ -37,7 +37,7 @@ def plan(
 ) -> None:
     from dstack.backends.catalog import CLOUDS, load_catalog
     from dstack.backends.hosts import DEADLINE_MINUTES, host_spec
-    from dstack.backends.offers import OWN, Offer, catalog_offers, choose
+    from dstack.backends.offers import OWN, catalog_offers, choose, own_offers
     from dstack.backends.preview import CALLER, PREVIEW_KEY, offline_preview
     from dstack.cli.common import open_state
     from dstack.config import cloud_limits
@@ -54,10 +54,7 @@ def plan(
     gpus = any(s.resources.gpu and s.resources.gpu.count for s in specs)
     own = []
     if backend in (None, *OWN):
-        own = [
-            Offer("ssh" if c.host else "local", c.name, "", c.resources, 0.0)
-            for c in candidates(home, state, {"backend": backend}, with_gpus=gpus)
-        ]
+        own = own_offers(candidates(home, state, {"backend": backend}, with_gpus=gpus))
     clouds = catalog_offers(load_catalog(), [c for c in CLOUDS if c in limits])
     report: list[dict[str, Any]] = []
     hosts = []
