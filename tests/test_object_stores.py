@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dstack.errors import StoreError
-from dstack.storage.blobs import BlobStore
+from dstack.storage.blobs import BlobStore, blob_key
 from dstack.storage.manifest import materialize, scan_files
 from dstack.storage.objects import LocalObjectStore, ObjectStore
 
@@ -166,6 +166,13 @@ class Spy:
         objects.put_file = put_file  # type: ignore[method-assign]
 
 
+def small_chunks(objects: ObjectStore) -> BlobStore:
+    """A blob store that chunks files over 1 MiB, so a 3 MB file makes four chunks."""
+    blobs = BlobStore(objects)
+    blobs.chunk_size = 1024**2
+    return blobs
+
+
 def big_tree(tmp_path: Path, size: int = 3 * 1024**2 + 12345) -> Path:
     tree = tmp_path / "tree"
     tree.mkdir()
@@ -200,29 +207,26 @@ def test_an_interrupted_chunked_upload_sends_only_missing_chunks(
 ) -> None:
     objects = remote
     tree = big_tree(tmp_path)
-    blobs = BlobStore(objects)
-    blobs.chunk_size = 1024**2
+    blobs = small_chunks(objects)
     [entry] = scan_files(tree, ["model.bin"], blobs)
     assert entry.chunks is not None
     lost = [entry.chunks[1], entry.chunks[3]]  # as if the upload had died before these
     for sha in lost:
-        objects.delete(f"blobs/{sha[:2]}/{sha[2:]}")
+        objects.delete(blob_key(sha))
     spy = Spy(objects)
-    resumed = BlobStore(objects)  # a new process: nothing known, nothing cached
-    resumed.chunk_size = 1024**2
+    resumed = small_chunks(objects)  # a new process: nothing known, nothing cached
     assert scan_files(tree, ["model.bin"], resumed) == [entry]
-    assert sorted(spy.sent) == sorted(f"blobs/{s[:2]}/{s[2:]}" for s in lost)
+    assert sorted(spy.sent) == sorted(blob_key(s) for s in lost)
 
 
 def test_a_corrupted_chunk_names_the_file(remote: ObjectStore, tmp_path: Path) -> None:
     objects = remote
     tree = big_tree(tmp_path)
-    blobs = BlobStore(objects)
-    blobs.chunk_size = 1024**2
+    blobs = small_chunks(objects)
     [entry] = scan_files(tree, ["model.bin"], blobs)
     assert entry.chunks is not None
     sha = entry.chunks[2]
-    objects.put_bytes(f"blobs/{sha[:2]}/{sha[2:]}", b"not the chunk")
+    objects.put_bytes(blob_key(sha), b"not the chunk")
     with pytest.raises(StoreError, match="'model.bin' is corrupted"):
         materialize([entry], tmp_path / "out", BlobStore(objects))
     assert not (tmp_path / "out" / "model.bin").exists(), "nothing half-written is left"
@@ -244,8 +248,7 @@ def test_chunk_lists_are_cached_and_checked_against_each_store(
     tree = big_tree(tmp_path)
     past = time.time() - 60  # settled: the stat cache remembers it
     os.utime(tree / "model.bin", (past, past))
-    blobs = BlobStore(remote)
-    blobs.chunk_size = 1024**2
+    blobs = small_chunks(remote)
     cache = StatCache(tmp_path / "hashes.json")
     [entry] = scan_files(tree, ["model.bin"], blobs, cache)
     cache.save()
@@ -254,8 +257,7 @@ def test_chunk_lists_are_cached_and_checked_against_each_store(
     assert scan_files(tree, ["model.bin"], blobs, again) == [entry]
     assert spy.sent == [], "an unchanged file is neither read nor sent"
     other = open_store(request.node.callspec.params["remote"], request, tmp_path, monkeypatch)
-    other_blobs = BlobStore(other)
-    other_blobs.chunk_size = 1024**2
+    other_blobs = small_chunks(other)
     assert scan_files(tree, ["model.bin"], other_blobs, again) == [entry]
     assert len(other.keys("blobs/")) == 4, "a store lacking the chunks gets them"
     materialize([entry], tmp_path / "out", BlobStore(other))
@@ -266,8 +268,7 @@ def test_a_file_rewritten_during_its_chunked_upload_is_left_out(
     remote: ObjectStore, tmp_path: Path
 ) -> None:
     tree = big_tree(tmp_path)
-    blobs = BlobStore(remote)
-    blobs.chunk_size = 1024**2
+    blobs = small_chunks(remote)
     original = remote.put_file
 
     def rewrite_after_first(key, src, progress=None, span=None, sha256=None):  # type: ignore[no-untyped-def]
@@ -326,8 +327,7 @@ def test_a_home_switching_from_a_bucket_to_a_folder_stores_whole_files_by_conten
     past = time.time() - 60
     os.utime(tree / "model.bin", (past, past))
     cache = StatCache()
-    chunked_blobs = BlobStore(remote)
-    chunked_blobs.chunk_size = 1024**2
+    chunked_blobs = small_chunks(remote)
     [chunked] = scan_files(tree, ["model.bin"], chunked_blobs, cache)
     assert chunked.chunks is not None
     folder = BlobStore(LocalObjectStore(tmp_path / "folder"))

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+from dstack.atomic import write_bytes_atomic
 from dstack.errors import StoreError
 
 Progress = Callable[[int], None]  # called with a number of bytes just moved
@@ -137,14 +138,7 @@ class LocalObjectStore(ObjectStore):
             self.put_file(key, src)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        path, fd, tmp = self._atomic_target(key)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_bytes_atomic(self._path(key), data)
 
     def open_read(self, key: str) -> Iterator[bytes]:
         try:
@@ -173,7 +167,7 @@ class LocalObjectStore(ObjectStore):
         keys = sorted(
             str(p.relative_to(self.root))
             for p in base.rglob("*")
-            if p.is_file() and not p.name.startswith(".tmp-")
+            if p.is_file() and not p.name.startswith(".")  # temp files of writes under way
         )
         return keys[:limit] if limit is not None else keys
 
