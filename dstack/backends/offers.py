@@ -34,6 +34,15 @@ class Offer:
         return (self.price, 0 if self.backend in OWN else 1, self.backend, self.name, self.spot)
 
 
+def check_backend(backend: str | None) -> None:
+    """Refuse a --backend that names nothing dstack knows."""
+    from dstack.backends.catalog import CLOUDS
+    from dstack.errors import SpecError
+
+    if backend not in (None, *OWN, *CLOUDS):
+        raise SpecError(f"'{backend}' is not a backend.", hint="use local, ssh, aws, gcp or azure")
+
+
 def own_offers(hosts: Iterable[Candidate]) -> list[Offer]:
     """This machine and the pool's servers, as offers at price 0."""
     return [Offer("ssh" if c.host else "local", c.name, "", c.resources, 0.0) for c in hosts]

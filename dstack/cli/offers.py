@@ -30,16 +30,14 @@ def offers(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table"),
 ) -> None:
     from dstack.backends.catalog import CLOUDS, load_catalog
-    from dstack.backends.offers import allowed, catalog_offers, fitting, own_offers
+    from dstack.backends.offers import allowed, catalog_offers, check_backend, fitting, own_offers
     from dstack.cli.common import open_state
     from dstack.config import cloud_limits
-    from dstack.errors import SpecError
     from dstack.hostinfo import describe
     from dstack.runner.placement import candidates
     from dstack.spec.jobspec import ResourcesSpec
 
-    if backend not in (None, "local", "ssh", *CLOUDS):
-        raise SpecError(f"'{backend}' is not a backend.", hint="use local, ssh, aws, gcp or azure")
+    check_backend(backend)
     want = ResourcesSpec(gpu=_gpu(gpu) if gpu else None)
     home, state = open_state()
     limits = cloud_limits(home)

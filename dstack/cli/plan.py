@@ -37,7 +37,7 @@ def plan(
 ) -> None:
     from dstack.backends.catalog import CLOUDS, load_catalog
     from dstack.backends.hosts import DEADLINE_MINUTES, host_spec
-    from dstack.backends.offers import OWN, catalog_offers, choose, own_offers
+    from dstack.backends.offers import OWN, catalog_offers, check_backend, choose, own_offers
     from dstack.backends.preview import CALLER, PREVIEW_KEY, offline_preview
     from dstack.cli.common import open_state
     from dstack.config import cloud_limits
@@ -46,6 +46,7 @@ def plan(
     from dstack.spec.files import find_repo_root
     from dstack.tags import who
 
+    check_backend(backend)
     home, state = open_state()
     repo = find_repo_root(Path.cwd())
     planned = plan_run(home.root / "cache" / "plans", repo, workflow, list(ctx.args))
