@@ -13,6 +13,9 @@ backends:
     spot: auto                    # never | auto (for interruptible jobs) | only
     max_instances: 2              # VMs at once, across every dstack process
     max_price: 2.5                # USD per hour
+    allowed_cidr: 203.0.113.7/32  # who may reach SSH (default: this machine's public address)
+pulumi:
+  backend_url: s3://my-bucket/pulumi  # where stack state lives (default: DSTACK_HOME/pulumi)
 store:                            # shared, versioned artifacts (default: DSTACK_HOME/store)
   url: s3://my-bucket/dstack      # or gs://bucket/prefix, az://container/prefix, file:///path
   region: eu-west-1               # s3: region, profile, endpoint_url (S3-compatible servers)
@@ -57,6 +60,7 @@ class CloudLimits:
     spot: str = "auto"
     max_instances: int = 4
     max_price: float | None = None
+    allowed_cidr: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,8 +141,15 @@ def cloud_limits(home: Home) -> dict[str, CloudLimits]:
                 spot=limits["spot"],
                 max_instances=limits["max_instances"],
                 max_price=limits["max_price"],
+                allowed_cidr=limits.get("allowed_cidr"),
             )
     return found
+
+
+def pulumi_backend_url(home: Home) -> str | None:
+    """`pulumi.backend_url` (s3://…, gs://…, azblob://…, file://…); None: the default."""
+    data = validated_config(home)
+    return (data or {}).get("pulumi", {}).get("backend_url")
 
 
 def validated_config(home: Home) -> dict[str, Any] | None:

@@ -129,7 +129,9 @@ def why_not(
     return reasons
 
 
-def choose(want: ResourcesSpec, offers: list[Offer], limits: dict[str, CloudLimits]) -> Offer:
+def choose(
+    want: ResourcesSpec, offers: list[Offer], limits: dict[str, CloudLimits], job: str = ""
+) -> Offer:
     """The cheapest allowed offer the job fits; an error naming, per host and cloud, why not."""
     from dstack.errors import ResourceError
     from dstack.hostinfo import describe
@@ -144,7 +146,8 @@ def choose(want: ResourcesSpec, offers: list[Offer], limits: dict[str, CloudLimi
     ]
     reasons += [f"  {cloud}: {why}" for cloud, why in why_not(want, offers, limits).items()]
     raise ResourceError(
-        "No offer fits the job:\n" + ("\n".join(reasons) or "  nothing is set up"),
+        f"No offer fits {f'the job {job!r}' if job else 'the job'}:\n"
+        + ("\n".join(reasons) or "  nothing is set up"),
         hint="lower 'resources', add a server with `dstack pool add`, or widen a cloud's limits "
         "in DSTACK_HOME/config.yaml (see `dstack offers`)",
     )

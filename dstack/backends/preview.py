@@ -78,7 +78,7 @@ def offline_preview(spec: HostSpec) -> list[PlannedResource]:
             self.found: list[PlannedResource] = []
 
         def new_resource(self, args: Any) -> tuple[str, dict[str, Any]]:
-            self.found.append(PlannedResource(args.typ, args.name, _key_inputs(args.inputs)))
+            self.found.append(PlannedResource(args.typ, args.name, key_inputs(args.inputs)))
             return f"{args.name}-id", dict(args.inputs)
 
         def call(self, args: Any) -> dict[str, Any]:  # type: ignore[override]
@@ -95,14 +95,16 @@ def offline_preview(spec: HostSpec) -> list[PlannedResource]:
     return recorder.found
 
 
-def _key_inputs(inputs: dict[str, Any]) -> dict[str, str]:
+def key_inputs(inputs: dict[str, Any], shown_as: dict[str, str] | None = None) -> dict[str, str]:
+    """The inputs a reviewer checks, by label; values dstack fills in shown by their meaning."""
+    names = {**PLACEHOLDERS, **(shown_as or {})}
     shown: dict[str, list[str]] = {}
     for path, value in _flatten(inputs, ""):
         label = KEY_INPUTS.get(path.rsplit(".", 1)[-1].split("[")[0])
         if label is not None and "egress" in path:  # outbound rules: where to, not from
             label = "egress " + ("to" if label == "from" else label)
         if label is not None:
-            text = PLACEHOLDERS.get(str(value), str(value))
+            text = names.get(str(value), str(value))
             if text not in shown.setdefault(label, []):
                 shown[label].append(text)
     return {label: ", ".join(values) for label, values in shown.items()}

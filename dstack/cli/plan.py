@@ -35,13 +35,12 @@ def plan(
         None, "--ssh-key", help="With --export: the public key to install on the hosts"
     ),
 ) -> None:
-    from dstack.backends.catalog import CLOUDS, load_catalog
-    from dstack.backends.hosts import DEADLINE_MINUTES, host_spec
-    from dstack.backends.offers import OWN, catalog_offers, check_backend, choose, own_offers
+    from dstack.backends.hosts import host_spec
+    from dstack.backends.offers import OWN, check_backend
     from dstack.backends.preview import CALLER, PREVIEW_KEY, offline_preview
     from dstack.cli.common import open_state
     from dstack.config import cloud_limits
-    from dstack.runner.placement import candidates
+    from dstack.runner.clouds import offer_choices
     from dstack.runner.plan import plan_run
     from dstack.spec.files import find_repo_root
     from dstack.tags import who
@@ -50,41 +49,44 @@ def plan(
     home, state = open_state()
     repo = find_repo_root(Path.cwd())
     planned = plan_run(home.root / "cache" / "plans", repo, workflow, list(ctx.args))
-    limits = {c: v for c, v in cloud_limits(home).items() if backend in (None, c)}
-    specs = [job.spec for job in planned.jobs]
-    gpus = any(s.resources.gpu and s.resources.gpu.count for s in specs)
-    own = []
-    if backend in (None, *OWN):
-        own = own_offers(candidates(home, state, {"backend": backend}, with_gpus=gpus))
-    clouds = catalog_offers(load_catalog(), [c for c in CLOUDS if c in limits])
+    limits = cloud_limits(home)
+    choices = offer_choices(home, state, [j.spec for j in planned.jobs], {"backend": backend})
     report: list[dict[str, Any]] = []
     hosts = []
-    for spec in specs:
-        offer = choose(spec.resources, own + clouds, limits)
-        entry: dict[str, Any] = {"job": spec.name, "offer": _offer_json(offer)}
+    for spec, offer in choices:
         if offer.backend in OWN:
-            entry["resources"] = []
-        else:
-            host = host_spec(
-                offer,
-                "RUN",
-                spec.name,
-                who(),
-                spec.resources,
-                limits[offer.backend],
-                allowed_cidr=CALLER,
-                ssh_public_key=PREVIEW_KEY,
-            )
-            hosts.append(host)
-            entry["resources"] = [r.__dict__ for r in offline_preview(host)]
-            entry["cost_cap"] = round(offer.price * DEADLINE_MINUTES / 60, 2)
-        report.append(entry)
+            report.append(report_entry(spec.name, offer, None))
+            continue
+        host = host_spec(
+            offer,
+            "RUN",
+            spec.name,
+            who(),
+            spec.resources,
+            limits[offer.backend],
+            allowed_cidr=CALLER,
+            ssh_public_key=PREVIEW_KEY,
+        )
+        hosts.append(host)
+        report.append(report_entry(spec.name, offer, offline_preview(host)))
     if export_dir is not None:
         _export(export_dir, hosts, allowed_cidr, ssh_key)
     if as_json:
         print_json({"workflow": workflow, "preview": "offline", "jobs": report})
         return
-    _print(workflow, report)
+    print_report(f"Plan for '{workflow}' (offline preview: nothing is created).", report)
+
+
+def report_entry(job: str, offer: Any, resources: list[Any] | None) -> dict[str, Any]:
+    """One job of a plan: its offer, and for a cloud host the cost cap and every resource."""
+    from dstack.backends.hosts import DEADLINE_MINUTES
+    from dstack.runner.clouds import offer_json
+
+    entry: dict[str, Any] = {"job": job, "offer": offer_json(offer)}
+    entry["resources"] = [r.__dict__ for r in resources or []]
+    if resources is not None:
+        entry["cost_cap"] = round(offer.price * DEADLINE_MINUTES / 60, 2)
+    return entry
 
 
 def _export(folder: Path, hosts: list[Any], allowed_cidr: str, ssh_key: Path | None) -> None:
@@ -125,22 +127,11 @@ def _export(folder: Path, hosts: list[Any], allowed_cidr: str, ssh_key: Path | N
     sys.stderr.write("\n".join(notes) + "\n")
 
 
-def _offer_json(offer: Any) -> dict[str, Any]:
-    gpus = offer.resources.gpus
-    return {
-        "backend": offer.backend,
-        "name": offer.name,
-        "region": offer.region,
-        "gpus": f"{len(gpus)}x {gpus[0].name}" if gpus else "",
-        "spot": offer.spot,
-        "price": offer.price,
-    }
-
-
-def _print(workflow: str, report: list[dict[str, Any]]) -> None:
+def print_report(title: str, report: list[dict[str, Any]], out_file: Any = None) -> None:
+    """The plan as text, 80 columns: per job where, what, the price, and each resource."""
     from dstack.backends.hosts import DEADLINE_MINUTES
 
-    out = [f"Plan for '{workflow}' (offline preview: nothing is created)."]
+    out = [title]
     for entry in report:
         o = entry["offer"]
         where = f"{o['backend']} {o['name']}" + (f" in {o['region']}" if o["region"] else "")
@@ -156,4 +147,4 @@ def _print(workflow: str, report: list[dict[str, Any]]) -> None:
             out.append(f"  + {resource['type']}  {resource['name']}")
             for label, value in resource["inputs"].items():
                 out.append(f"      {label}: {value}")
-    sys.stdout.write("\n".join(out) + "\n")
+    (out_file or sys.stdout).write("\n".join(out) + "\n")

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import typer
 
-_RUN_HELP = """Run WORKFLOW (and the workflows it depends on) on this machine.
+_RUN_HELP = """Run WORKFLOW (and the workflows it depends on) where it fits most cheaply: this
+machine, a pool server, or a cloud VM created for the job (shown and confirmed first; -y
+skips the question) and destroyed when it ends.
 
 Arguments after WORKFLOW set declared variables (--lr 0.1); the rest become ${{ run.args }}.
 Logs stream live and the command exits with the job's exit code; Ctrl-C stops the run
@@ -27,29 +29,37 @@ def run(
     detach: bool = typer.Option(False, "-d", "--detach", help="Run in the background"),
     tag: str | None = typer.Option(None, "-t", "--tag", help="Tag the run when it succeeds"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Re-run up-to-date upstream jobs"),
-    backend: str | None = typer.Option(None, "--backend", help="Only this backend: local or ssh"),
+    backend: str | None = typer.Option(
+        None, "--backend", help="Only this backend: local, ssh, aws, gcp or azure"
+    ),
     host: str | None = typer.Option(None, "--host", help="Only this host (a pool name, or local)"),
     no_wait: bool = typer.Option(
         False, "--no-wait", help="Fail instead of waiting for a busy host"
     ),
+    yes: bool = typer.Option(False, "-y", "--yes", help="Create cloud hosts without asking"),
 ) -> None:
+    from dstack.backends.automation import require_cli
+    from dstack.backends.offers import check_backend
     from dstack.cli.common import open_state
+    from dstack.cli.review import review
+    from dstack.runner.clouds import cloud_jobs
     from dstack.runner.launch import prepare, record
     from dstack.spec.files import find_repo_root
+    from dstack.spec.jobspec import JobSpec
     from dstack.storage.store import Store
 
     home, state = open_state()
     store = Store.open(home)
     repo = find_repo_root(Path.cwd())
-    if backend not in (None, "local", "ssh"):
-        from dstack.errors import SpecError
-
-        raise SpecError(
-            f"Unknown backend '{backend}'.", hint="use --backend local or --backend ssh"
-        )
+    check_backend(backend)
     placement = {"backend": backend, "host": host, "no_wait": no_wait}
     sub = prepare(home, state, store, repo, workflow, list(ctx.args), tag, placement)
+    clouds = cloud_jobs(home, state, [JobSpec.from_dict(j[1]) for j in sub.jobs], placement)
+    if clouds:
+        require_cli()  # before anything is recorded
     name = record(state, store, sub, tag, detach)
+    if clouds and not review(home, state, store, name, clouds, yes):
+        raise typer.Exit(1)
     _start(name, detach, no_cache, [j[0] for j in sub.jobs])
 
 

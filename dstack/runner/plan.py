@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from dstack import __version__
 from dstack.atomic import write_text_atomic
+from dstack.backends.offers import OWN
 from dstack.errors import SpecError
 from dstack.home import Home
 from dstack.providers.base import get_provider
+from dstack.runner.clouds import clouds_allowed, offer_choices
 from dstack.runner.placement import LOCAL, candidates, fitting
 from dstack.spec.files import variables_file, workflow_files
 from dstack.spec.jobspec import JobSpec
@@ -128,6 +130,10 @@ def check_plan(plan: Plan, repo: Path, home: Home, state: State, placement: dict
     specs = [(job, job.spec) for job in plan.jobs]
     wants_gpu = any(spec.resources.gpu and spec.resources.gpu.count for _, spec in specs)
     found = candidates(home, state, placement, with_gpus=wants_gpu)
+    in_cloud: set[str] = set()
+    if clouds_allowed(home, placement):  # the job's cheapest offer, or why none fits
+        choices = offer_choices(home, state, [spec for _, spec in specs], placement)
+        in_cloud = {spec.name for spec, offer in choices if offer.backend not in OWN}
     for job, spec in specs:
         wd = spec.working_dir
         if wd and not (repo / wd).is_dir():
@@ -138,5 +144,5 @@ def check_plan(plan: Plan, repo: Path, home: Home, state: State, placement: dict
             )
         provider = get_provider(spec.provider, job.file)
         provider.check(spec, repo, job.file)
-        if [c.name for c in fitting(spec, found)] == [LOCAL]:
+        if spec.name not in in_cloud and [c.name for c in fitting(spec, found)] == [LOCAL]:
             provider.check_host(spec, lambda command: shutil.which(command) is not None)

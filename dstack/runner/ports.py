@@ -1,4 +1,4 @@
-"""Where a job's ports can be reached: printed URLs, and tunnels from pool hosts."""
+"""Where a job's ports can be reached: printed URLs, and tunnels from pool and cloud hosts."""
 
 from __future__ import annotations
 
@@ -29,11 +29,11 @@ def load_access(home: Home, run: str, workflow: str) -> str:
 
 
 def forward_ports(
-    home: Home, forwards: Forwards, host_name: str, ports: list[int], state: State
+    home: Home, forwards: Forwards, backend: str, host_name: str, ports: list[int], state: State
 ) -> list[int]:
-    from dstack.pool import Pool
+    from dstack.execution.factory import host_address
 
-    return forwards.add(Pool(state).host(host_name).address, home.root / "known_hosts", ports)
+    return forwards.add(*host_address(home, state, backend, host_name), ports)
 
 
 def announce(notes: TextIO, workflow: str, ports: list[int], path: str) -> None:
@@ -51,6 +51,7 @@ def open_for_job(
     ports = job.record.get("ports") or []
     if not ports:
         return
-    if job.record.get("backend") == "ssh":
-        ports = forward_ports(home, forwards, str(job.record["host"]), ports, state)
+    backend = str(job.record.get("backend") or "local")
+    if backend != "local":
+        ports = forward_ports(home, forwards, backend, str(job.record["host"]), ports, state)
     announce(notes, job.workflow, ports, load_access(home, job.run_name, job.workflow))

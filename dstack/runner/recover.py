@@ -44,7 +44,11 @@ def recover(home: Home, state: State, store: Store | None = None) -> None:
             if job.finished:
                 continue
             if job.status == "running" and job.pid and job.job_dir:
-                executor = executor_of_job(home, store, state, job.record, patient=False)
+                try:
+                    executor = executor_of_job(home, store, state, job.record, patient=False)
+                except DstackError as e:  # its cloud host was torn down: the job ended there
+                    fail_pending(state, job, f"its host is gone: {e}")
+                    continue
                 try:
                     try:
                         result = executor.adopt(job.job_dir, job.pid, job.pid_start).poll()

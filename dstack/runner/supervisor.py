@@ -18,6 +18,8 @@ from types import FrameType
 from typing import TextIO
 
 from dstack import secrets
+from dstack.backends.ledger import Ledger
+from dstack.backends.teardown import teardown
 from dstack.errors import ResourceError
 from dstack.execution import procs
 from dstack.execution.base import LOG, Executor, JobExit, JobHandle
@@ -25,6 +27,7 @@ from dstack.execution.factory import executor_of_job, ssh_executor
 from dstack.home import Home
 from dstack.pool import Pool
 from dstack.providers.base import HostContext, get_provider
+from dstack.runner.clouds import provision
 from dstack.runner.finish import fail_pending, finish_job, finish_run, mirror_log
 from dstack.runner.inputs import Input, external_inputs, upstream_inputs
 from dstack.runner.logs import LogReader, format_line
@@ -102,6 +105,9 @@ class Supervisor:
             self.forwards.close()
             for executor in self.opened:
                 executor.close()
+            for stack in Ledger(self.state).all(self.run_name):  # jobs that never started
+                if stack.status != "leaked":  # a failed teardown is left to `dstack gc`
+                    teardown(self.home, self.state, stack.name, self._note)
         status, code = finish_run(
             self.state, self.store, self.run_name, run.workflow, self.stopping is not None
         )
@@ -217,7 +223,15 @@ class Supervisor:
         return True
 
     def _place(self, run: RunRecord, job: JobRecord, spec: JobSpec) -> Executor | None:
-        """The executor of the first fitting host with a free slot; None while all are busy."""
+        """The executor of the job's cloud host (created now), or of the first fitting own
+        host with a free slot; None while all are busy."""
+        stack = Ledger(self.state).of_job(self.run_name, job.workflow)
+        if stack is not None:
+            ex = provision(self.home, self.state, self.store, stack, self._note)
+            if ex is not None:
+                return self._keep(ex)
+            self._wait(run, job, f"a free {stack.backend} instance", "max_instances in use")
+            return None
         wants_gpu = bool(spec.resources.gpu and spec.resources.gpu.count)
         fits = fitting(spec, candidates(self.home, self.state, run.placement, wants_gpu))
         for candidate in fits:
@@ -225,18 +239,18 @@ class Supervisor:
                 return self.executor
             if Pool(self.state).claim(candidate.host, self.run_name, job.workflow):
                 return self._keep(ssh_executor(self.home, self.store, self.state, candidate.name))
-        busy = ", ".join(c.name for c in fits)
+        self._wait(run, job, "a free host", ", ".join(c.name for c in fits) + " busy")
+        return None
+
+    def _wait(self, run: RunRecord, job: JobRecord, what: str, why: str) -> None:
+        """Mark the job waiting for ``what`` (or fail it under --no-wait)."""
         if run.placement.get("no_wait"):
-            raise ResourceError(f"every host that fits is busy ({busy}) and --no-wait was given")
+            raise ResourceError(f"{why}, and --no-wait was given")
         if job.status != "waiting":
             self.state.update_job(
-                self.run_name,
-                job.workflow,
-                status="waiting",
-                error=f"waiting for a free host: {busy}",
+                self.run_name, job.workflow, status="waiting", error=f"waiting for {what}: {why}"
             )
-            self._note(f"{job.workflow} is waiting for a free host ({busy} busy)")
-        return None
+            self._note(f"{job.workflow} is waiting for {what} ({why})")
 
     def _launch(
         self,
@@ -247,13 +261,13 @@ class Supervisor:
         manifests: dict[str, Manifest],
         key: str,
     ) -> None:
-        ex = self._place(run, job, spec)
-        if ex is None:
-            return
         try:
-            self._launch_on(ex, run, job, spec, inputs, manifests, key)
+            ex = self._place(run, job, spec)
+            if ex is not None:
+                self._launch_on(ex, run, job, spec, inputs, manifests, key)
         except BaseException:
             Pool(self.state).release(self.run_name, job.workflow)
+            self._teardown(job.workflow)
             raise
 
     def _launch_on(
@@ -332,7 +346,9 @@ class Supervisor:
         if self.notes is None:
             return
         if ex.backend != "local":
-            ports = forward_ports(self.home, self.forwards, ex.host_name(), ports, self.state)
+            ports = forward_ports(
+                self.home, self.forwards, ex.backend, ex.host_name(), ports, self.state
+            )
         announce(self.notes, workflow, ports, path)
 
     # while running -----------------------------------------------------------------------
@@ -384,6 +400,9 @@ class Supervisor:
         )
         del self.running[item.job.workflow]
         self._say_saved(item.job.workflow)
+        if Ledger(self.state).of_job(self.run_name, item.job.workflow) is not None:
+            item.executor.close()
+            self._teardown(item.job.workflow)
         if status == "failed" and self.prefix_lines:
             self._note(
                 f"{item.job.workflow} failed ({result.reason or f'exit code {result.code}'})"
@@ -418,6 +437,12 @@ class Supervisor:
             self._finish(item, item.handle.poll() or JobExit(130, "stopped"), stopped=True)
         for job in self.state.jobs(self.run_name):
             fail_pending(self.state, job, "the run was stopped", status="stopped")
+
+    def _teardown(self, workflow: str) -> None:
+        """Destroy the job's cloud host, if it has one (waits through Ctrl-C)."""
+        stack = Ledger(self.state).of_job(self.run_name, workflow)
+        if stack is not None:
+            teardown(self.home, self.state, stack.name, self._note)
 
     def _tag(self, tag: str) -> None:
         try:

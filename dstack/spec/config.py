@@ -48,6 +48,23 @@ class CloudBackend(_Strict):
     )
     max_instances: int = Field(4, ge=1, description="VMs at once, across all dstack processes")
     max_price: float | None = Field(None, gt=0, description="Highest price per hour, USD")
+    allowed_cidr: str | None = Field(
+        None, description="Who may reach the VMs' SSH (default: this machine's public address/32)"
+    )
+
+    @field_validator("allowed_cidr")
+    @classmethod
+    def _network(cls, value: str | None) -> str | None:
+        import ipaddress
+
+        if value is not None:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"'{value}' is not an address range (e.g. 203.0.113.7/32)"
+                ) from None
+        return value
 
 
 class Backends(_Strict):
@@ -105,6 +122,13 @@ class StoreSettings(_Strict):
         return url
 
 
+class PulumiSettings(_Strict):
+    backend_url: str | None = Field(
+        None, description="Where stack state lives (default: file:// in DSTACK_HOME/pulumi)"
+    )
+
+
 class Config(_Strict):
     backends: Backends = Field(default_factory=Backends)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    pulumi: PulumiSettings = Field(default_factory=PulumiSettings)

@@ -14,7 +14,7 @@ from dstack.errors import HomeError, NotFoundError, RunStateError
 from dstack.home import Home
 from dstack.state.records import IN_ACTIVE, JobRecord, RunRecord
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA = """
 CREATE TABLE runs (
     name TEXT PRIMARY KEY, workflow TEXT NOT NULL, status TEXT NOT NULL,
@@ -44,6 +44,11 @@ CREATE TABLE hosts (
 CREATE TABLE leases (
     host_name TEXT NOT NULL, slot INTEGER NOT NULL, run_name TEXT NOT NULL,
     workflow TEXT NOT NULL, since REAL NOT NULL, PRIMARY KEY (host_name, slot)
+);
+CREATE TABLE stacks (
+    name TEXT PRIMARY KEY, run_name TEXT NOT NULL, workflow TEXT NOT NULL,
+    backend TEXT NOT NULL, status TEXT NOT NULL, spec TEXT NOT NULL, offer TEXT NOT NULL,
+    outputs TEXT, error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL
 );
 """
 

@@ -1,0 +1,244 @@
+"""The Pulumi Automation API, as dstack uses it: one stack per job in a workspace inside
+DSTACK_HOME, previewed, brought up and destroyed by the `pulumi` CLI.
+
+State goes to a local file backend in ``DSTACK_HOME/pulumi/state`` unless config.yaml names a
+backend URL; stack secrets use the passphrase provider with a generated passphrase file (0600)
+that never leaves DSTACK_HOME. The stack's config holds its HostSpec (``host``), so the stack
+can also be operated with the plain `pulumi` CLI and `stacks/__main__.py`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import secrets
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dstack.backends.preview import PlannedResource, key_inputs
+from dstack.errors import CloudError
+from dstack.home import Home
+from stacks.spec import HostSpec
+
+if TYPE_CHECKING:
+    from pulumi import automation as auto
+
+PROJECT = "dstack-host"
+# The provider plug-in of each cloud, named as `pulumi plugin install` names it, and the
+# Python SDK whose version it must match.
+PLUGINS = {
+    "aws": ("aws", "pulumi_aws"),
+    "gcp": ("gcp", "pulumi_gcp"),
+    "azure": ("azure-native", "pulumi_azure_native"),
+}
+INSTALL_HINT = (
+    "install the Pulumi CLI (curl -fsSL https://get.pulumi.com | sh, or see "
+    "https://www.pulumi.com/docs/install/) and open a new shell so `pulumi` is on PATH"
+)
+
+Notes = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class HostOutputs:
+    """Where the created host is reached."""
+
+    address: str
+    ssh_user: str
+    instance_id: str
+
+
+def pulumi_root(home: Home) -> Path:
+    return home.root / "pulumi"
+
+
+def passphrase_file(home: Home) -> Path:
+    """The stack secrets' passphrase: generated once, readable by this user only."""
+    path = pulumi_root(home) / "passphrase"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
+def backend_url(home: Home) -> str:
+    from dstack.config import pulumi_backend_url
+
+    configured = pulumi_backend_url(home)
+    if configured:
+        return configured
+    state = pulumi_root(home) / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    return state.as_uri()
+
+
+def require_cli() -> None:
+    """Fail before anything is recorded when the Pulumi SDK or CLI is missing."""
+    _sdk()
+    _command()
+
+
+def _command() -> auto.PulumiCommand:
+    from pulumi import automation as auto
+
+    try:
+        return auto.PulumiCommand()
+    except FileNotFoundError:
+        raise CloudError(
+            "dstack creates cloud hosts with the Pulumi CLI, and there is no `pulumi` on PATH.",
+            hint=INSTALL_HINT,
+        ) from None
+    except (OSError, subprocess.CalledProcessError, ValueError) as e:
+        raise CloudError(
+            f"The Pulumi CLI on PATH does not work (`pulumi version`: {e}).", hint=INSTALL_HINT
+        ) from None
+
+
+def _options(home: Home) -> auto.LocalWorkspaceOptions:
+    from pulumi import automation as auto
+
+    url = backend_url(home)
+    work = pulumi_root(home) / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    return auto.LocalWorkspaceOptions(
+        work_dir=str(work),
+        pulumi_command=_command(),
+        secrets_provider="passphrase",
+        project_settings=auto.ProjectSettings(
+            name=PROJECT, runtime="python", backend=auto.ProjectBackend(url)
+        ),
+        env_vars={
+            "PULUMI_BACKEND_URL": url,
+            "PULUMI_CONFIG_PASSPHRASE_FILE": str(passphrase_file(home)),
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+        },
+    )
+
+
+def _sdk() -> Any:
+    try:
+        from pulumi import automation as auto
+    except ImportError:
+        raise CloudError(
+            "Creating cloud hosts needs the Pulumi SDK.",
+            hint="install a cloud's extra, e.g. pip install 'dstack[aws]'",
+        ) from None
+    return auto
+
+
+def open_stack(home: Home, spec: HostSpec) -> auto.Stack:
+    """The job's stack, created if new, with its HostSpec in the stack config."""
+    auto = _sdk()
+
+    def program() -> None:
+        from stacks.program import host
+
+        host(spec)
+
+    with cloud_errors("create", spec.name):
+        stack = auto.create_or_select_stack(
+            spec.name, project_name=PROJECT, program=program, opts=_options(home)
+        )
+        stack.set_config("host", auto.ConfigValue(spec.to_json()))
+    return stack
+
+
+def select_stack(home: Home, name: str) -> auto.Stack | None:
+    """An existing stack (for teardown); None when the backend has no such stack."""
+    auto = _sdk()
+    try:
+        with cloud_errors("select", name):
+            return auto.select_stack(
+                name, project_name=PROJECT, program=lambda: None, opts=_options(home)
+            )
+    except CloudError as e:
+        if isinstance(e.__cause__, auto.StackNotFoundError):
+            return None
+        raise
+
+
+def ensure_plugin(stack: auto.Stack, backend: str, notes: Notes) -> None:
+    """The cloud's provider plug-in at the version of the installed SDK, installed once."""
+    if backend not in PLUGINS:
+        return
+    name, sdk = PLUGINS[backend]
+    version = importlib.metadata.version(sdk)
+    with cloud_errors("plugin install", stack.name):
+        if any(p.name == name and p.version == version for p in stack.workspace.list_plugins()):
+            return
+        notes(f"installing the Pulumi {name} plug-in {version} (once)")
+        stack.workspace.install_plugin(name, version)
+
+
+def preview(stack: auto.Stack, shown_as: dict[str, str]) -> list[PlannedResource]:
+    """What `up` would create, from the engine's own preview events; ``shown_as`` names
+    values by their meaning (the run's public key)."""
+    found: list[PlannedResource] = []
+
+    def on_event(event: Any) -> None:
+        pre = event.resource_pre_event
+        if pre is None or pre.metadata.type.startswith("pulumi:"):
+            return
+        step = pre.metadata.new or pre.metadata.old
+        inputs = (step.inputs if step else None) or {}
+        name = pre.metadata.urn.rsplit("::", 1)[-1]
+        found.append(PlannedResource(pre.metadata.type, name, key_inputs(inputs, shown_as)))
+
+    with cloud_errors("preview", stack.name):
+        stack.preview(on_event=on_event)
+    return found
+
+
+def up(stack: auto.Stack, notes: Notes) -> HostOutputs:
+    """Create the stack's resources; the host's outputs."""
+
+    def on_event(event: Any) -> None:
+        done = event.res_outputs_event
+        if done is not None and not done.metadata.type.startswith("pulumi:"):
+            notes(f"created {done.metadata.type} {done.metadata.urn.rsplit('::', 1)[-1]}")
+
+    with cloud_errors("up", stack.name):
+        result = stack.up(on_event=on_event)
+    values = {key: str(output.value) for key, output in result.outputs.items()}
+    missing = [k for k in ("address", "ssh_user", "instance_id") if not values.get(k)]
+    if missing:
+        raise CloudError(f"Stack {stack.name} came up without {', '.join(missing)}.")
+    return HostOutputs(values["address"], values["ssh_user"], values["instance_id"])
+
+
+def destroy(stack: auto.Stack, notes: Notes) -> None:
+    """Delete every resource of the stack, then the stack itself."""
+
+    def on_event(event: Any) -> None:
+        pre = event.resource_pre_event
+        if pre is not None and not pre.metadata.type.startswith("pulumi:"):
+            notes(f"deleting {pre.metadata.type} {pre.metadata.urn.rsplit('::', 1)[-1]}")
+
+    with cloud_errors("destroy", stack.name):
+        stack.destroy(on_event=on_event)
+    with cloud_errors("stack rm", stack.name):
+        stack.workspace.remove_stack(stack.name)
+
+
+@contextmanager
+def cloud_errors(step: str, stack: str) -> Iterator[None]:
+    """The Automation API's errors as a CloudError naming the step and the stack, with the
+    engine's last words (not a traceback)."""
+    from pulumi import automation as auto
+
+    try:
+        yield
+    except auto.CommandError as error:
+        text = str(error).partition(" stderr: ")[2].strip() or str(error).strip()
+        tail = "\n".join(line for line in text.splitlines()[-6:] if line.strip())
+        raise CloudError(
+            f"`pulumi {step}` of stack {stack} failed:\n{tail}",
+            hint="`dstack gc` tears down stacks left behind; Pulumi's state is in "
+            "DSTACK_HOME/pulumi",
+        ) from error

@@ -1,0 +1,90 @@
+"""Destroying a job's stack so that nothing can interrupt it halfway.
+
+The destroy runs in a process of its own session (`python -m dstack.backends.teardown STACK`):
+Ctrl-C at the terminal does not reach it, and it finishes even when the dstack process that
+started it is killed. Only once the stack is destroyed and removed is its row deleted; a
+failed teardown leaves the row marked ``leaked`` for `dstack gc`, with the engine's error.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+
+from dstack.backends.ledger import Ledger
+from dstack.home import Home
+from dstack.state.db import State
+
+
+def teardown(home: Home, state: State, name: str, notes: Callable[[str], None]) -> bool:
+    """Destroy and remove stack ``name``, waiting through Ctrl-C; True when it is gone."""
+    ledger = Ledger(state)
+    if ledger.get(name) is None:
+        return True
+    notes(f"tearing down {name}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dstack.backends.teardown", name],
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env=_child_env(home),
+    )
+    while True:
+        try:
+            proc.wait()
+            break
+        except KeyboardInterrupt:
+            notes(f"still tearing down {name}: it goes on even if dstack is killed")
+    record = ledger.get(name)
+    if record is not None:
+        notes(f"{name} could not be torn down: `dstack gc` tries again")
+    return record is None
+
+
+def _child_env(home: Home) -> dict[str, str]:
+    return {**os.environ, "DSTACK_HOME": str(home.root)}
+
+
+def destroy_recorded(home: Home, state: State, name: str) -> int:
+    """The child's work: destroy the stack and remove it, then forget it (and the run's key
+    and host key once the run has no stack left)."""
+    from dstack.backends.access import forget_run_key, known_hosts
+    from dstack.backends.automation import destroy, select_stack
+    from dstack.errors import DstackError
+
+    ledger = Ledger(state)
+    record = ledger.get(name)
+    if record is None:
+        return 0
+    ledger.update(name, status="destroying")
+    try:
+        stack = select_stack(home, name)
+        if stack is not None:
+            destroy(stack, _say)
+    except Exception as e:  # whatever went wrong, the row stays for `dstack gc`
+        reason = e.message if isinstance(e, DstackError) else f"{type(e).__name__}: {e}"
+        ledger.update(name, status="leaked", error=reason.splitlines()[-1])
+        _say(f"{name}: {reason}")
+        return 1
+    ledger.forget(name)
+    known_hosts(home, name).unlink(missing_ok=True)
+    if not ledger.all(record.run_name):
+        forget_run_key(home, record.run_name)
+    return 0
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(f"dstack: {text}\n")
+    sys.stderr.flush()
+
+
+def main() -> None:
+    from dstack.home import open_home
+
+    home = open_home()
+    sys.exit(destroy_recorded(home, State(home), sys.argv[1]))
+
+
+if __name__ == "__main__":
+    main()
