@@ -11,6 +11,8 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -215,6 +217,7 @@ def test_a_failed_teardown_is_kept_for_gc(cloud: Project, sshd_hosts: list[SSHSe
     assert "`dstack gc` tries again" in done.stderr
     found = json.loads(cloud.dstack("gc", "--dry-run", "--json", check=True).stdout)
     assert [s["status"] for s in found] == ["leaked"]
+    assert "1 cloud stack of ended runs may still cost money" in cloud.dstack("ps").stderr
     assert "RequestLimitExceeded" in found[0]["why"]
     cloud.dstack("gc", check=True)
     assert_torn_down(cloud, sshd_hosts[0])
@@ -247,3 +250,86 @@ def test_a_run_pinned_to_this_machine_never_touches_a_cloud(cloud: Project) -> N
     done = cloud.dstack("run", "small")
     assert done.returncode == 0 and done.stdout == "here\n"
     assert calls(cloud) == []
+
+
+def ctrl_c_run(project: Project) -> subprocess.Popen[str]:
+    """`dstack run` in a process group of its own, so that a Ctrl-C can be sent the way a
+    terminal sends it: to dstack and to every child in its group (the `pulumi` CLI too)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dstack", "run", "train", "-y"],
+        cwd=project.root,
+        env=project.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    project.procs.append(proc)
+    return proc
+
+
+@pytest.mark.parametrize(
+    ("slow", "step_seen"),
+    [("preview:20", "preview"), ("up:5", "up"), ("destroy:3", "destroy")],
+    ids=["during-preview", "during-up", "during-destroy"],
+)
+def test_ctrl_c_at_each_lifecycle_step_leaves_no_stack(
+    cloud: Project, sshd_hosts: list[SSHServer], slow: str, step_seen: str
+) -> None:
+    gpu_workflow(cloud, "echo ran")
+    cloud.extra_env["STANDIN_SLOW"] = slow
+    proc = ctrl_c_run(cloud)
+    wait_for(lambda: step_seen in verbs(cloud), 60)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=90)
+    assert "Traceback" not in err
+    assert_torn_down(cloud, sshd_hosts[0])
+    assert verbs(cloud)[-2:] == ["destroy", "rm"], verbs(cloud)
+    if step_seen == "preview":  # nothing was created: the run is withdrawn
+        assert proc.returncode == 130 and cloud.ps() == []
+    if step_seen == "destroy":  # the job had finished; the teardown went on through Ctrl-C
+        assert proc.returncode == 0, err
+        assert "still tearing down" in err
+
+
+def test_plan_previews_with_the_engine_when_pulumi_is_there(cloud: Project) -> None:
+    gpu_workflow(cloud, "echo hi")
+    report = json.loads(cloud.dstack("plan", "train", "--json", check=True).stdout)
+    assert report["preview"] == "engine"
+    by_type = {r["type"]: r["inputs"] for r in report["jobs"][0]["resources"]}
+    assert by_type["aws:ec2/securityGroup:SecurityGroup"]["from"] == "<your address>/32"
+    assert by_type["aws:ec2/keyPair:KeyPair"]["key"] == "<per-run key>"
+    assert verbs(cloud) == ["preview", "rm"], "a throw-away stack, removed"
+    assert stacks_left(cloud) == []
+    text = cloud.dstack("plan", "train", check=True).stdout
+    assert "(preview by the Pulumi engine: nothing is created)" in text
+
+
+def test_plan_falls_back_to_the_offline_preview_when_the_engine_fails(cloud: Project) -> None:
+    gpu_workflow(cloud, "echo hi")
+    cloud.extra_env["STANDIN_FAIL"] = "preview"
+    done = cloud.dstack("plan", "train", "--json", check=True)
+    assert json.loads(done.stdout)["preview"] == "offline"
+    assert "The engine's preview failed" in done.stderr and "no credentials" in done.stderr
+    assert stacks_left(cloud) == []
+
+
+def test_a_configured_state_backend_is_used(cloud: Project, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "team-state"
+    elsewhere.mkdir()
+    config = cloud.home / "config.yaml"
+    config.write_text(config.read_text() + f"pulumi:\n  backend_url: {elsewhere.as_uri()}\n")
+    gpu_workflow(cloud, "echo hi")
+    cloud.dstack("run", "train", "-y", check=True)
+    assert (elsewhere / ".standin" / "calls.log").exists()
+    assert not (cloud.home / "pulumi" / "state").exists()
+
+
+def test_a_cloud_backend_not_set_up_is_refused_by_name(project: Project) -> None:
+    gpu_workflow(project, "echo hi")
+    for command in ("run", "plan"):
+        done = project.dstack(command, "train", "--backend", "gcp")
+        assert done.returncode == 2, done.stderr
+        assert "--backend gcp: gcp is not set up in" in done.stderr
+        assert "dstack offers --backend gcp" in done.stderr

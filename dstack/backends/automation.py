@@ -132,8 +132,9 @@ def _sdk() -> Any:
     return auto
 
 
-def open_stack(home: Home, spec: HostSpec) -> auto.Stack:
-    """The job's stack, created if new, with its HostSpec in the stack config."""
+def open_stack(home: Home, spec: HostSpec, stack_name: str | None = None) -> auto.Stack:
+    """The job's stack (named after the host unless ``stack_name``), created if new, with
+    its HostSpec in the stack config."""
     auto = _sdk()
 
     def program() -> None:
@@ -141,9 +142,10 @@ def open_stack(home: Home, spec: HostSpec) -> auto.Stack:
 
         host(spec)
 
-    with cloud_errors("create", spec.name):
+    name = stack_name or spec.name
+    with cloud_errors("create", name):
         stack = auto.create_or_select_stack(
-            spec.name, project_name=PROJECT, program=program, opts=_options(home)
+            name, project_name=PROJECT, program=program, opts=_options(home)
         )
         stack.set_config("host", auto.ConfigValue(spec.to_json()))
     return stack
@@ -183,7 +185,7 @@ def preview(stack: auto.Stack, shown_as: dict[str, str]) -> list[PlannedResource
 
     def on_event(event: Any) -> None:
         pre = event.resource_pre_event
-        if pre is None or pre.metadata.type.startswith("pulumi:"):
+        if pre is None or pre.metadata.type == "pulumi:pulumi:Stack":
             return
         step = pre.metadata.new or pre.metadata.old
         inputs = (step.inputs if step else None) or {}
@@ -210,6 +212,18 @@ def up(stack: auto.Stack, notes: Notes) -> HostOutputs:
     if missing:
         raise CloudError(f"Stack {stack.name} came up without {', '.join(missing)}.")
     return HostOutputs(values["address"], values["ssh_user"], values["instance_id"])
+
+
+def engine_preview(home: Home, spec: HostSpec, shown_as: dict[str, str]) -> list[PlannedResource]:
+    """The engine's preview of a host without a run (`dstack plan`): a throw-away stack,
+    removed afterwards; a preview creates nothing in the cloud."""
+    stack = open_stack(home, spec, f"dstack-plan-{secrets.token_hex(4)}")
+    try:
+        ensure_plugin(stack, spec.backend, lambda text: None)
+        return preview(stack, shown_as)
+    finally:
+        with cloud_errors("stack rm", stack.name):
+            stack.workspace.remove_stack(stack.name)
 
 
 def destroy(stack: auto.Stack, notes: Notes) -> None:

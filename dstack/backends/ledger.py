@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dstack.state.db import State
+from dstack.state.records import IN_ACTIVE
 
 HOLDING = ("creating", "up", "destroying", "leaked")
 
@@ -98,6 +99,14 @@ class Ledger:
             "SELECT * FROM stacks WHERE run_name = ? AND workflow = ?", (run, workflow)
         ).fetchone()
         return _record(row) if row else None
+
+    def left_behind(self) -> int:
+        """Stacks whose run has ended or is gone (what `dstack gc` would tear down)."""
+        row = self.state.conn.execute(
+            "SELECT COUNT(*) FROM stacks WHERE run_name NOT IN "
+            f"(SELECT name FROM runs WHERE status {IN_ACTIVE})"
+        ).fetchone()
+        return int(row[0])
 
     def all(self, run: str | None = None) -> list[StackRecord]:
         if run is None:

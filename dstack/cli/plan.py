@@ -37,22 +37,24 @@ def plan(
 ) -> None:
     from dstack.backends.hosts import host_spec
     from dstack.backends.offers import OWN, check_backend
-    from dstack.backends.preview import CALLER, PREVIEW_KEY, offline_preview
+    from dstack.backends.preview import CALLER, PREVIEW_KEY
     from dstack.cli.common import open_state
     from dstack.config import cloud_limits
-    from dstack.runner.clouds import offer_choices
+    from dstack.runner.clouds import check_cloud_backend, offer_choices
     from dstack.runner.plan import plan_run
     from dstack.spec.files import find_repo_root
     from dstack.tags import who
 
     check_backend(backend)
     home, state = open_state()
+    check_cloud_backend(home, backend)
     repo = find_repo_root(Path.cwd())
     planned = plan_run(home.root / "cache" / "plans", repo, workflow, list(ctx.args))
     limits = cloud_limits(home)
     choices = offer_choices(home, state, [j.spec for j in planned.jobs], {"backend": backend})
     report: list[dict[str, Any]] = []
     hosts = []
+    source = "engine"  # until the engine is missing or fails: then offline for every job
     for spec, offer in choices:
         if offer.backend in OWN:
             report.append(report_entry(spec.name, offer, None))
@@ -68,13 +70,35 @@ def plan(
             ssh_public_key=PREVIEW_KEY,
         )
         hosts.append(host)
-        report.append(report_entry(spec.name, offer, offline_preview(host)))
+        resources, source = _preview(home, host, source)
+        report.append(report_entry(spec.name, offer, resources))
     if export_dir is not None:
         _export(export_dir, hosts, allowed_cidr, ssh_key)
     if as_json:
-        print_json({"workflow": workflow, "preview": "offline", "jobs": report})
+        print_json({"workflow": workflow, "preview": source, "jobs": report})
         return
-    print_report(f"Plan for '{workflow}' (offline preview: nothing is created).", report)
+    label = "preview by the Pulumi engine" if source == "engine" else "offline preview"
+    print_report(f"Plan for '{workflow}' ({label}: nothing is created).", report)
+
+
+def _preview(home: Any, host: Any, source: str) -> tuple[list[Any], str]:
+    """The engine's preview when the `pulumi` CLI is there and it works (credentials), else
+    the same program under the SDK's mock runtime; ``source`` says which, once per plan."""
+    import shutil
+
+    from dstack.backends.preview import PLACEHOLDERS, offline_preview
+    from dstack.errors import CloudError
+
+    if source == "engine" and shutil.which("pulumi"):
+        from dstack.backends.automation import engine_preview
+
+        try:
+            return engine_preview(home, host, PLACEHOLDERS), "engine"
+        except CloudError as e:
+            sys.stderr.write(
+                f"The engine's preview failed, so this is the offline one: {e.message}\n"
+            )
+    return offline_preview(host), "offline"
 
 
 def report_entry(job: str, offer: Any, resources: list[Any] | None) -> dict[str, Any]:

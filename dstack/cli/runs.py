@@ -42,7 +42,7 @@ def run(
     from dstack.backends.offers import check_backend
     from dstack.cli.common import open_state
     from dstack.cli.review import review
-    from dstack.runner.clouds import cloud_jobs
+    from dstack.runner.clouds import check_cloud_backend, cloud_jobs
     from dstack.runner.launch import prepare, record
     from dstack.spec.files import find_repo_root
     from dstack.spec.jobspec import JobSpec
@@ -52,6 +52,7 @@ def run(
     store = Store.open(home)
     repo = find_repo_root(Path.cwd())
     check_backend(backend)
+    check_cloud_backend(home, backend)
     placement = {"backend": backend, "host": host, "no_wait": no_wait}
     sub = prepare(home, state, store, repo, workflow, list(ctx.args), tag, placement)
     clouds = cloud_jobs(home, state, [JobSpec.from_dict(j[1]) for j in sub.jobs], placement)

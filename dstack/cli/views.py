@@ -38,6 +38,7 @@ def ps(
     all_runs: bool = typer.Option(False, "-a", "--all", help="Include all finished runs"),
     as_json: bool = JSON,
 ) -> None:
+    from dstack.backends.ledger import Ledger
     from dstack.runner.recover import recover
     from dstack.sharing import SharedRun, shared_runs
     from dstack.storage.store import Store
@@ -75,6 +76,12 @@ def ps(
         ],
         shrink=("WORKFLOW", "TAG"),
     )
+    left = Ledger(state).left_behind()
+    if left:
+        sys.stderr.write(
+            f"{left} cloud stack{'s' if left > 1 else ''} of ended runs may still cost money: "
+            "see `dstack gc --dry-run`.\n"
+        )
 
 
 def _recent(runs: list[SharedRun], all_runs: bool, recent: int = 10) -> list[SharedRun]:
