@@ -121,6 +121,10 @@ def test_gpu_job_runs_on_a_created_host_and_its_stack_is_destroyed(
     assert_torn_down(cloud, sshd_hosts[0])
     passphrase = cloud.home / "pulumi" / "passphrase"
     assert passphrase.stat().st_mode & 0o777 == 0o600
+    again = cloud.dstack("rerun", run, "-y")
+    assert again.returncode == 0 and again.stdout == done.stdout, again.stderr
+    assert verbs(cloud) == ["preview", "up", "destroy", "rm"] * 2, "a new host for the rerun"
+    assert_torn_down(cloud, sshd_hosts[0])
 
 
 def test_without_a_terminal_or_yes_nothing_is_created(cloud: Project) -> None:

@@ -189,8 +189,11 @@ def preview(stack: auto.Stack, shown_as: dict[str, str]) -> list[PlannedResource
             return
         step = pre.metadata.new or pre.metadata.old
         inputs = (step.inputs if step else None) or {}
-        name = pre.metadata.urn.rsplit("::", 1)[-1]
-        found.append(PlannedResource(pre.metadata.type, name, key_inputs(inputs, shown_as)))
+        found.append(
+            PlannedResource(
+                pre.metadata.type, _name(pre.metadata.urn), key_inputs(inputs, shown_as)
+            )
+        )
 
     with cloud_errors("preview", stack.name):
         stack.preview(on_event=on_event)
@@ -200,13 +203,8 @@ def preview(stack: auto.Stack, shown_as: dict[str, str]) -> list[PlannedResource
 def up(stack: auto.Stack, notes: Notes) -> HostOutputs:
     """Create the stack's resources; the host's outputs."""
 
-    def on_event(event: Any) -> None:
-        done = event.res_outputs_event
-        if done is not None and not done.metadata.type.startswith("pulumi:"):
-            notes(f"created {done.metadata.type} {done.metadata.urn.rsplit('::', 1)[-1]}")
-
     with cloud_errors("up", stack.name):
-        result = stack.up(on_event=on_event)
+        result = stack.up(on_event=_narrator("res_outputs_event", "created", notes))
     values = {key: str(output.value) for key, output in result.outputs.items()}
     missing = [k for k in ("address", "ssh_user", "instance_id") if not values.get(k)]
     if missing:
@@ -229,15 +227,26 @@ def engine_preview(home: Home, spec: HostSpec, shown_as: dict[str, str]) -> list
 def destroy(stack: auto.Stack, notes: Notes) -> None:
     """Delete every resource of the stack, then the stack itself."""
 
-    def on_event(event: Any) -> None:
-        pre = event.resource_pre_event
-        if pre is not None and not pre.metadata.type.startswith("pulumi:"):
-            notes(f"deleting {pre.metadata.type} {pre.metadata.urn.rsplit('::', 1)[-1]}")
-
     with cloud_errors("destroy", stack.name):
-        stack.destroy(on_event=on_event)
+        stack.destroy(on_event=_narrator("resource_pre_event", "deleting", notes))
     with cloud_errors("stack rm", stack.name):
         stack.workspace.remove_stack(stack.name)
+
+
+def _name(urn: str) -> str:
+    return urn.rsplit("::", 1)[-1]
+
+
+def _narrator(kind: str, verb: str, notes: Notes) -> Callable[[Any], None]:
+    """An event handler saying "VERB TYPE NAME" for each resource step of ``kind`` (the
+    stack and the providers go unsaid)."""
+
+    def on_event(event: Any) -> None:
+        step = getattr(event, kind)
+        if step is not None and not step.metadata.type.startswith("pulumi:"):
+            notes(f"{verb} {step.metadata.type} {_name(step.metadata.urn)}")
+
+    return on_event
 
 
 @contextmanager

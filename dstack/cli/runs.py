@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -38,14 +40,11 @@ def run(
     ),
     yes: bool = typer.Option(False, "-y", "--yes", help="Create cloud hosts without asking"),
 ) -> None:
-    from dstack.backends.automation import require_cli
     from dstack.backends.offers import check_backend
     from dstack.cli.common import open_state
-    from dstack.cli.review import review
-    from dstack.runner.clouds import check_cloud_backend, cloud_jobs
+    from dstack.runner.clouds import check_cloud_backend
     from dstack.runner.launch import prepare, record
     from dstack.spec.files import find_repo_root
-    from dstack.spec.jobspec import JobSpec
     from dstack.storage.store import Store
 
     home, state = open_state()
@@ -55,12 +54,7 @@ def run(
     check_cloud_backend(home, backend)
     placement = {"backend": backend, "host": host, "no_wait": no_wait}
     sub = prepare(home, state, store, repo, workflow, list(ctx.args), tag, placement)
-    clouds = cloud_jobs(home, state, [JobSpec.from_dict(j[1]) for j in sub.jobs], placement)
-    if clouds:
-        require_cli()  # before anything is recorded
-    name = record(state, store, sub, tag, detach)
-    if clouds and not review(home, state, store, name, clouds, yes):
-        raise typer.Exit(1)
+    name = _create(sub.jobs, placement, lambda: record(state, store, sub, tag, detach), yes)
     _start(name, detach, no_cache, [j[0] for j in sub.jobs])
 
 
@@ -68,6 +62,7 @@ def rerun(
     run_name: str = typer.Argument(..., metavar="RUN"),
     detach: bool = typer.Option(False, "-d", "--detach", help="Run in the background"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Re-run up-to-date upstream jobs"),
+    yes: bool = typer.Option(False, "-y", "--yes", help="Create cloud hosts without asking"),
 ) -> None:
     from dstack.cli.common import open_state
     from dstack.sharing import publish_run
@@ -77,21 +72,51 @@ def rerun(
     store = Store.open(home)
     old = state.run(run_name)
     jobs = [(j.workflow, j.spec, j.upstream) for j in state.jobs(run_name)]
-    name = state.create_run(
-        old.workflow,
-        old.repo_dir,
-        old.args,
-        old.variables,
-        None,
-        old.snapshot,
-        jobs,
-        detach,
-        old.placement,
-        taken=store.has_run,
-    )
-    publish_run(state, store, name)
+
+    def create() -> str:
+        created = state.create_run(
+            old.workflow,
+            old.repo_dir,
+            old.args,
+            old.variables,
+            None,
+            old.snapshot,
+            jobs,
+            detach,
+            old.placement,
+            taken=store.has_run,
+        )
+        publish_run(state, store, created)
+        return created
+
+    name = _create(jobs, old.placement, create, yes)
     sys.stderr.write(f"Re-running {run_name} (snapshot {old.snapshot['digest'][:12]}) as {name}\n")
     _start(name, detach, no_cache, [j[0] for j in jobs])
+
+
+def _create(
+    jobs: list[tuple[str, dict[str, Any], list[str]]],
+    placement: dict[str, Any],
+    create: Callable[[], str],
+    yes: bool,
+) -> str:
+    """Create the run; when some of its jobs need cloud hosts, check the Pulumi CLI first
+    and have the hosts reviewed (the run is withdrawn when the answer is no)."""
+    from dstack.backends.automation import require_cli
+    from dstack.cli.common import open_state
+    from dstack.cli.review import review
+    from dstack.runner.clouds import cloud_jobs
+    from dstack.spec.jobspec import JobSpec
+    from dstack.storage.store import Store
+
+    home, state = open_state()
+    clouds = cloud_jobs(home, state, [JobSpec.from_dict(j[1]) for j in jobs], placement)
+    if clouds:
+        require_cli()  # before anything is recorded
+    name = create()
+    if clouds and not review(home, state, Store.open(home), name, clouds, yes):
+        raise typer.Exit(1)
+    return name
 
 
 def _start(name: str, detach: bool, no_cache: bool, jobs: list[str]) -> None:

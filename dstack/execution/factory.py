@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dstack.backends.catalog import CLOUDS
 from dstack.execution.base import Executor
 from dstack.execution.local import LocalExecutor
 from dstack.home import Home
@@ -13,8 +14,6 @@ from dstack.storage.store import Store
 
 if TYPE_CHECKING:
     from dstack.ssh.connect import HostAddress
-
-CLOUDS = ("aws", "gcp", "azure")
 
 
 def ssh_executor(

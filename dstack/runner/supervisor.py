@@ -400,9 +400,8 @@ class Supervisor:
         )
         del self.running[item.job.workflow]
         self._say_saved(item.job.workflow)
-        if Ledger(self.state).of_job(self.run_name, item.job.workflow) is not None:
-            item.executor.close()
-            self._teardown(item.job.workflow)
+        item.executor.close()  # before its host goes away
+        self._teardown(item.job.workflow)
         if status == "failed" and self.prefix_lines:
             self._note(
                 f"{item.job.workflow} failed ({result.reason or f'exit code {result.code}'})"
