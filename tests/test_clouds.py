@@ -7,6 +7,7 @@ the SSH executor on the address the stack reports. Failures are injected per ste
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import signal
@@ -104,7 +105,9 @@ def test_gpu_job_runs_on_a_created_host_and_its_stack_is_destroyed(
     done = cloud.dstack("run", "train", "-y")
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"on {sshd_hosts[0].user}\n"
-    review = done.stderr.partition("\nRun ")[0]
+    sdk = importlib.metadata.version("pulumi_aws")  # the plug-in matches the installed SDK
+    assert done.stderr.startswith(f"dstack: installing the Pulumi aws plug-in {sdk} (once)\n")
+    review = done.stderr[done.stderr.index("Run ") :].partition("\nRun ")[0]
     assert "needs cloud hosts (preview by the Pulumi engine)" in review
     assert "train: aws g4dn.xlarge in us-east-1, 1x T4" in review
     assert "$0.526/h; at most $12.62" in review
@@ -124,6 +127,7 @@ def test_gpu_job_runs_on_a_created_host_and_its_stack_is_destroyed(
     again = cloud.dstack("rerun", run, "-y")
     assert again.returncode == 0 and again.stdout == done.stdout, again.stderr
     assert verbs(cloud) == ["preview", "up", "destroy", "rm"] * 2, "a new host for the rerun"
+    assert "plug-in" not in again.stderr, "installed once"
     assert_torn_down(cloud, sshd_hosts[0])
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+from functools import lru_cache
 from pathlib import Path
 
 from dstack.config import CloudLimits
@@ -53,8 +54,12 @@ def known_hosts(home: Home, stack: str) -> Path:
 
 def caller_cidr(limits: CloudLimits) -> str:
     """The address range the SSH rule admits: configured, or this machine's public address."""
-    if limits.allowed_cidr:
-        return limits.allowed_cidr
+    return limits.allowed_cidr or _public_address()
+
+
+@lru_cache(maxsize=1)
+def _public_address() -> str:
+    """This machine's address as the internet sees it, as a one-address range (asked once)."""
     import urllib.request
 
     try:

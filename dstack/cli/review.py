@@ -30,7 +30,7 @@ def review(
     )
     try:
         specs = record_stacks(home, state, run, jobs)
-        previews = preview_stacks(home, specs)
+        previews = preview_stacks(home, specs, _note)
         report = [
             report_entry(job.spec.name, job.offer, resources)
             for job, resources in zip(jobs, previews, strict=True)
@@ -61,16 +61,17 @@ def _confirm(run: str) -> bool:
     return bool(typer.confirm("Create them and run?", default=False, err=True))
 
 
+def _note(text: str) -> None:
+    sys.stderr.write(f"dstack: {text}\n")
+
+
 def _undo(home: Home, state: State, store: Store, run: str) -> None:
     """Remove the run's recorded stacks, then the run itself."""
     from dstack.backends.ledger import Ledger
     from dstack.backends.teardown import teardown
 
-    def note(text: str) -> None:
-        sys.stderr.write(f"dstack: {text}\n")
-
     for stack in Ledger(state).all(run):
-        teardown(home, state, stack.name, note)
+        teardown(home, state, stack.name, _note)
     if not Ledger(state).all(run):
         store.delete_run(run)
         state.delete_run(run)

@@ -115,14 +115,14 @@ def record_stacks(home: Home, state: State, run: str, jobs: list[CloudJob]) -> l
     return specs
 
 
-def preview_stacks(home: Home, specs: list[HostSpec]) -> list[list[PlannedResource]]:
-    """The engine's preview of each recorded stack."""
+def preview_stacks(home: Home, specs: list[HostSpec], notes: Any) -> list[list[PlannedResource]]:
+    """The engine's preview of each recorded stack (installing a missing plug-in first)."""
     from dstack.backends.automation import ensure_plugin, open_stack, preview
 
     previews = []
     for spec in specs:
         stack = open_stack(home, spec)
-        ensure_plugin(stack, spec.backend, lambda text: None)
+        ensure_plugin(stack, spec.backend, notes)
         previews.append(preview(stack, {spec.ssh_public_key: "<this run's key>"}))
     return previews
 
