@@ -341,3 +341,24 @@ def test_a_cloud_backend_not_set_up_is_refused_by_name(project: Project) -> None
         assert done.returncode == 2, done.stderr
         assert "--backend gcp: gcp is not set up in" in done.stderr
         assert "dstack offers --backend gcp" in done.stderr
+
+
+def test_independent_jobs_get_their_hosts_created_in_parallel(
+    cloud: Project, sshd_hosts: list[SSHServer]
+) -> None:
+    config = cloud.home / "config.yaml"
+    config.write_text(config.read_text().replace("max_instances: 1", "max_instances: 2"))
+    gpu = "resources: {gpu: {name: T4, count: 1}}"
+    cloud.workflows(f"""
+        workflows:
+          - {{name: a, commands: [echo a], {gpu}}}
+          - {{name: b, commands: [echo b], {gpu}}}
+          - {{name: both, depends-on: [a, b], commands: [echo both]}}
+    """)
+    cloud.extra_env["STANDIN_SLOW"] = "up:1"
+    done = cloud.dstack("run", "both", "-y")
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.splitlines()) == ["a | a", "b | b", "both | both"]
+    ups = [line.split()[0] for line in calls(cloud) if line.startswith("up")]
+    assert ups == ["up", "up", "up-done", "up-done"], "both created at once, not in turn"
+    assert_torn_down(cloud, sshd_hosts[0])

@@ -142,31 +142,31 @@ def offer_json(offer: Offer) -> dict[str, Any]:
 # when the job starts ----------------------------------------------------------------------
 
 
-def provision(
-    home: Home, state: State, store: Store, record: StackRecord, notes: Any
-) -> Executor | None:
-    """Create the job's host and connect to it; None while its cloud is at max_instances."""
+def provision(home: Home, store: Store, record: StackRecord, notes: Any) -> Executor:
+    """Create the claimed stack's host and connect to it (run in a thread: it opens its own
+    connection to the state database)."""
     from dstack.backends.automation import ensure_plugin, open_stack, up
 
-    limits = cloud_limits(home).get(record.backend, CloudLimits())
-    ledger = Ledger(state)
-    if not ledger.claim(record.name, limits.max_instances):
-        return None
-    spec = HostSpec.from_dict(record.spec)
-    stack = open_stack(home, spec)
-    ensure_plugin(stack, spec.backend, notes)
-    offer = record.offer
-    notes(
-        f"creating {record.name}: {offer['backend']} {offer['name']} in {offer['region']}"
-        + (", spot" if offer["spot"] else "")
-        + f", ${offer['price']:g}/h"
-    )
-    outputs = up(stack, notes)
-    ledger.update(record.name, status="up", outputs=asdict(outputs))
-    notes(f"{record.name} is up at {outputs.address}; waiting for SSH")
-    facts = _first_contact(home, state, record.name)
-    ledger.update(record.name, outputs={**asdict(outputs), "facts": facts.to_dict()})
-    return cloud_executor(home, store, state, record.name, patient=True)
+    state = State(home)
+    try:
+        spec = HostSpec.from_dict(record.spec)
+        stack = open_stack(home, spec)
+        ensure_plugin(stack, spec.backend, notes)
+        offer = record.offer
+        notes(
+            f"creating {record.name}: {offer['backend']} {offer['name']} in {offer['region']}"
+            + (", spot" if offer["spot"] else "")
+            + f", ${offer['price']:g}/h"
+        )
+        outputs = up(stack, notes)
+        ledger = Ledger(state)
+        ledger.update(record.name, status="up", outputs=asdict(outputs))
+        notes(f"{record.name} is up at {outputs.address}; waiting for SSH")
+        facts = _first_contact(home, state, record.name)
+        ledger.update(record.name, outputs={**asdict(outputs), "facts": facts.to_dict()})
+        return cloud_executor(home, store, state, record.name, patient=True)
+    finally:
+        state.close()
 
 
 def host_address(home: Home, state: State, name: str) -> Any:

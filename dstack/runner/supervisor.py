@@ -13,13 +13,15 @@ import os
 import signal
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import TextIO
 
 from dstack import secrets
-from dstack.backends.ledger import Ledger
+from dstack.backends.ledger import Ledger, StackRecord
 from dstack.backends.teardown import teardown
+from dstack.config import CloudLimits, cloud_limits
 from dstack.errors import ResourceError
 from dstack.execution import procs
 from dstack.execution.base import LOG, Executor, JobExit, JobHandle
@@ -80,6 +82,8 @@ class Supervisor:
         self.prefix_lines = len(state.jobs(run_name)) > 1
         self.forwards = Forwards()
         self.opened: list[Executor] = []
+        self.creating: dict[str, Future[Executor]] = {}  # cloud hosts being created, by job
+        self.threads: ThreadPoolExecutor | None = None
 
     # the loop ---------------------------------------------------------------------------
 
@@ -103,6 +107,7 @@ class Supervisor:
         finally:
             signal.signal(signal.SIGTERM, previous)
             self.forwards.close()
+            self._await_creating()
             for executor in self.opened:
                 executor.close()
             for stack in Ledger(self.state).all(self.run_name):  # jobs that never started
@@ -164,6 +169,8 @@ class Supervisor:
         for job in jobs.values():
             if job.status not in ("submitted", "waiting") or job.workflow in self.running:
                 continue
+            if job.workflow in self.creating and not self.creating[job.workflow].done():
+                continue  # its host is being created
             ups = [jobs[u] for u in job.upstream]
             if any(u.status in ("failed", "stopped") for u in ups):
                 fail_pending(
@@ -174,11 +181,13 @@ class Supervisor:
                 )
                 started = True
             elif all(u.status == "done" for u in ups):
-                self._start(job, upstream_inputs(jobs, job.upstream), job.workflow == target)
-                started = True
+                started |= self._start(
+                    job, upstream_inputs(jobs, job.upstream), job.workflow == target
+                )
         return started
 
-    def _start(self, job: JobRecord, inputs: list[Input], is_target: bool) -> None:
+    def _start(self, job: JobRecord, inputs: list[Input], is_target: bool) -> bool:
+        """Start, reuse or fail the job; False when it is left waiting for a host."""
         spec = JobSpec.from_dict(job.spec)
         run = self.state.run(self.run_name)
         try:
@@ -187,11 +196,12 @@ class Supervisor:
             manifests = {i.manifest: self.store.get_manifest(i.manifest) for i in inputs}
             key = self._cache_key(run, job, manifests)
             if not is_target and not self.no_cache and self._reuse(job, key):
-                return
-            self._launch(run, job, spec, inputs, manifests, key)
+                return True
+            return self._launch(run, job, spec, inputs, manifests, key)
         except Exception as e:  # a job that cannot start fails alone, with the reason recorded
             fail_pending(self.state, job, f"could not start: {e}")
             self._note(f"{job.workflow} could not start: {e}")
+            return True
 
     def _cache_key(self, run: RunRecord, job: JobRecord, manifests: dict[str, Manifest]) -> str:
         material = {
@@ -223,15 +233,11 @@ class Supervisor:
         return True
 
     def _place(self, run: RunRecord, job: JobRecord, spec: JobSpec) -> Executor | None:
-        """The executor of the job's cloud host (created now), or of the first fitting own
-        host with a free slot; None while all are busy."""
+        """The executor of the job's cloud host, or of the first fitting own host with a free
+        slot; None while all are busy or the cloud host is being created."""
         stack = Ledger(self.state).of_job(self.run_name, job.workflow)
         if stack is not None:
-            ex = provision(self.home, self.state, self.store, stack, self._note)
-            if ex is not None:
-                return self._keep(ex)
-            self._wait(run, job, f"a free {stack.backend} instance", "max_instances in use")
-            return None
+            return self._cloud_host(run, job, stack)
         wants_gpu = bool(spec.resources.gpu and spec.resources.gpu.count)
         fits = fitting(spec, candidates(self.home, self.state, run.placement, wants_gpu))
         for candidate in fits:
@@ -241,6 +247,29 @@ class Supervisor:
                 return self._keep(ssh_executor(self.home, self.store, self.state, candidate.name))
         self._wait(run, job, "a free host", ", ".join(c.name for c in fits) + " busy")
         return None
+
+    def _cloud_host(self, run: RunRecord, job: JobRecord, stack: StackRecord) -> Executor | None:
+        """Create the job's VM in a thread of its own (minutes, during which the other jobs'
+        logs and artifacts keep flowing); its executor once it answers over SSH."""
+        creating = self.creating.get(job.workflow)
+        if creating is None:
+            limits = cloud_limits(self.home).get(stack.backend, CloudLimits())
+            if not Ledger(self.state).claim(stack.name, limits.max_instances):
+                self._wait(run, job, f"a free {stack.backend} instance", "max_instances in use")
+                return None
+            if self.threads is None:
+                self.threads = ThreadPoolExecutor(thread_name_prefix="provision")
+            self.creating[job.workflow] = self.threads.submit(
+                provision, self.home, self.store, stack, self._note
+            )
+            self.state.update_job(
+                self.run_name, job.workflow, status="waiting", error="waiting for its cloud host"
+            )
+            return None
+        if not creating.done():
+            return None
+        del self.creating[job.workflow]
+        return self._keep(creating.result())
 
     def _wait(self, run: RunRecord, job: JobRecord, what: str, why: str) -> None:
         """Mark the job waiting for ``what`` (or fail it under --no-wait)."""
@@ -260,11 +289,13 @@ class Supervisor:
         inputs: list[Input],
         manifests: dict[str, Manifest],
         key: str,
-    ) -> None:
+    ) -> bool:
         try:
             ex = self._place(run, job, spec)
-            if ex is not None:
-                self._launch_on(ex, run, job, spec, inputs, manifests, key)
+            if ex is None:
+                return False
+            self._launch_on(ex, run, job, spec, inputs, manifests, key)
+            return True
         except BaseException:
             Pool(self.state).release(self.run_name, job.workflow)
             self._teardown(job.workflow)
@@ -436,6 +467,25 @@ class Supervisor:
             self._finish(item, item.handle.poll() or JobExit(130, "stopped"), stopped=True)
         for job in self.state.jobs(self.run_name):
             fail_pending(self.state, job, "the run was stopped", status="stopped")
+
+    def _await_creating(self) -> None:
+        """Hosts still being created must be finished (or failed) before they are destroyed:
+        the `pulumi up` under way holds the stack's lock. Ctrl-C cancels it (the engine
+        receives it too); waiting goes on through it."""
+        if self.creating:
+            self._note("waiting for the cloud hosts being created, to tear them down")
+        for future in self.creating.values():
+            while True:
+                try:
+                    wait([future])
+                    break
+                except KeyboardInterrupt:
+                    self._note("still waiting for the host being created, then tearing it down")
+            if future.exception() is None:
+                self.opened.append(future.result())
+        self.creating.clear()
+        if self.threads is not None:
+            self.threads.shutdown()
 
     def _teardown(self, workflow: str) -> None:
         """Destroy the job's cloud host, if it has one (waits through Ctrl-C)."""
