@@ -14,6 +14,7 @@ backends:
     max_instances: 2              # VMs at once, across every dstack process
     max_price: 2.5                # USD per hour
     allowed_cidr: 203.0.113.7/32  # who may reach SSH (default: this machine's public address)
+    boot_timeout: 600             # seconds a new VM may take to answer SSH
 pulumi:
   backend_url: s3://my-bucket/pulumi  # where stack state lives (default: DSTACK_HOME/pulumi)
 store:                            # shared, versioned artifacts (default: DSTACK_HOME/store)
@@ -61,6 +62,7 @@ class CloudLimits:
     max_instances: int = 4
     max_price: float | None = None
     allowed_cidr: str | None = None
+    boot_timeout: int = 600
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,7 @@ def cloud_limits(home: Home) -> dict[str, CloudLimits]:
                 max_instances=limits["max_instances"],
                 max_price=limits["max_price"],
                 allowed_cidr=limits.get("allowed_cidr"),
+                boot_timeout=limits.get("boot_timeout", 600),
             )
     return found
 

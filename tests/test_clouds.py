@@ -362,3 +362,17 @@ def test_independent_jobs_get_their_hosts_created_in_parallel(
     ups = [line.split()[0] for line in calls(cloud) if line.startswith("up")]
     assert ups == ["up", "up", "up-done", "up-done"], "both created at once, not in turn"
     assert_torn_down(cloud, sshd_hosts[0])
+
+
+def test_a_host_that_never_answers_ssh_is_given_up_and_destroyed(
+    cloud: Project, sshd_hosts: list[SSHServer]
+) -> None:
+    config = cloud.home / "config.yaml"
+    config.write_text(config.read_text() + "    boot_timeout: 3\n")
+    gpu_workflow(cloud, "echo never")
+    cloud.extra_env["STANDIN_ADDRESS"] = "10.200.1.99"  # nobody answers there
+    done = cloud.dstack("run", "train", "-y")
+    assert done.returncode == 1
+    assert "did not answer SSH within 3 s" in done.stderr
+    assert verbs(cloud) == ["preview", "up", "destroy", "rm"]
+    assert_torn_down(cloud, sshd_hosts[0])

@@ -22,8 +22,6 @@ from dstack.state.db import State
 from dstack.storage.store import Store
 from stacks.spec import HostSpec
 
-BOOT_TIMEOUT = 600.0  # a fresh VM's sshd answers within minutes; GPU images are slow to boot
-
 
 @dataclass(frozen=True)
 class CloudJob:
@@ -162,7 +160,8 @@ def provision(home: Home, store: Store, record: StackRecord, notes: Any) -> Exec
         ledger = Ledger(state)
         ledger.update(record.name, status="up", outputs=asdict(outputs))
         notes(f"{record.name} is up at {outputs.address}; waiting for SSH")
-        facts = _first_contact(home, state, record.name)
+        boot_timeout = cloud_limits(home).get(record.backend, CloudLimits()).boot_timeout
+        facts = _first_contact(home, state, record.name, boot_timeout)
         ledger.update(record.name, outputs={**asdict(outputs), "facts": facts.to_dict()})
         return cloud_executor(home, store, state, record.name, patient=True)
     finally:
@@ -180,22 +179,27 @@ def host_address(home: Home, state: State, name: str) -> Any:
     return HostAddress(name, record.outputs["address"], 22, record.outputs["ssh_user"], str(key))
 
 
-def _first_contact(home: Home, state: State, name: str) -> Any:
+def _first_contact(home: Home, state: State, name: str, timeout: float) -> Any:
     """Wait for the new host's sshd, pin its host key (trust on first use: the VM is ours and
-    seconds old), and probe what it has."""
+    seconds old), and probe what it has. A host silent for ``timeout`` seconds is given up."""
     from dstack.backends.access import known_hosts
     from dstack.ssh.connect import connect
     from dstack.ssh.probe import probe
 
     address = host_address(home, state, name)
-    deadline = time.monotonic() + BOOT_TIMEOUT
+    deadline = time.monotonic() + timeout
     while True:
         try:
-            with connect(address, known_hosts(home, name), pin=True) as conn:
+            with connect(
+                address, known_hosts(home, name), pin=True, timeout=min(10, timeout)
+            ) as conn:
                 return probe(conn)
-        except HostError:
+        except HostError as e:
             if time.monotonic() > deadline:
-                raise
+                raise HostError(
+                    f"The new host {name} did not answer SSH within {timeout:g} s ({e.message})",
+                    hint="a slow image may need a longer boot_timeout in config.yaml",
+                ) from None
             time.sleep(2)
 
 

@@ -51,6 +51,9 @@ class CloudBackend(_Strict):
     allowed_cidr: str | None = Field(
         None, description="Who may reach the VMs' SSH (default: this machine's public address/32)"
     )
+    boot_timeout: int = Field(
+        600, ge=1, description="Seconds a new VM may take to answer SSH before it is torn down"
+    )
 
     @field_validator("allowed_cidr")
     @classmethod
