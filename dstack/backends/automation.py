@@ -9,7 +9,6 @@ can also be operated with the plain `pulumi` CLI and `stacks/__main__.py`.
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import secrets
 import subprocess
@@ -167,6 +166,8 @@ def select_stack(home: Home, name: str) -> auto.Stack | None:
 
 def ensure_plugin(stack: auto.Stack, backend: str, notes: Notes) -> None:
     """The cloud's provider plug-in at the version of the installed SDK, installed once."""
+    import importlib.metadata
+
     if backend not in PLUGINS:
         return
     name, sdk = PLUGINS[backend]

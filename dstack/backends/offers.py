@@ -13,6 +13,7 @@ from dstack.hostinfo import HostResources, missing_resources
 from dstack.spec.jobspec import ResourcesSpec
 
 if TYPE_CHECKING:
+    from dstack.home import Home
     from dstack.runner.placement import Candidate
 
 OWN = ("local", "ssh")
@@ -34,13 +35,21 @@ class Offer:
         return (self.price, 0 if self.backend in OWN else 1, self.backend, self.name, self.spot)
 
 
-def check_backend(backend: str | None) -> None:
-    """Refuse a --backend that names nothing dstack knows."""
+def check_backend(backend: str | None, home: Home | None = None) -> None:
+    """Refuse a --backend that names nothing dstack knows, or (given the home, for `run` and
+    `plan`) a cloud that config.yaml does not set up."""
     from dstack.backends.catalog import CLOUDS
+    from dstack.config import cloud_limits
     from dstack.errors import SpecError
 
     if backend not in (None, *OWN, *CLOUDS):
         raise SpecError(f"'{backend}' is not a backend.", hint="use local, ssh, aws, gcp or azure")
+    if home is not None and backend in CLOUDS and backend not in cloud_limits(home):
+        raise SpecError(
+            f"--backend {backend}: {backend} is not set up in {home.root / 'config.yaml'}.",
+            hint=f"add it under backends, e.g. `backends: {{{backend}: {{max_price: 2}}}}`; "
+            f"`dstack offers --backend {backend}` lists its catalog",
+        )
 
 
 def own_offers(hosts: Iterable[Candidate]) -> list[Offer]:

@@ -40,14 +40,13 @@ def plan(
     from dstack.backends.preview import CALLER, PREVIEW_KEY
     from dstack.cli.common import open_state
     from dstack.config import cloud_limits
-    from dstack.runner.clouds import check_cloud_backend, offer_choices
+    from dstack.runner.clouds import offer_choices
     from dstack.runner.plan import plan_run
     from dstack.spec.files import find_repo_root
     from dstack.tags import who
 
-    check_backend(backend)
     home, state = open_state()
-    check_cloud_backend(home, backend)
+    check_backend(backend, home)
     repo = find_repo_root(Path.cwd())
     planned = plan_run(home.root / "cache" / "plans", repo, workflow, list(ctx.args))
     limits = cloud_limits(home)

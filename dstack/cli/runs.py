@@ -42,7 +42,6 @@ def run(
 ) -> None:
     from dstack.backends.offers import check_backend
     from dstack.cli.common import open_state
-    from dstack.runner.clouds import check_cloud_backend
     from dstack.runner.launch import prepare, record
     from dstack.spec.files import find_repo_root
     from dstack.storage.store import Store
@@ -50,8 +49,7 @@ def run(
     home, state = open_state()
     store = Store.open(home)
     repo = find_repo_root(Path.cwd())
-    check_backend(backend)
-    check_cloud_backend(home, backend)
+    check_backend(backend, home)
     placement = {"backend": backend, "host": host, "no_wait": no_wait}
     sub = prepare(home, state, store, repo, workflow, list(ctx.args), tag, placement)
     name = _create(sub.jobs, placement, lambda: record(state, store, sub, tag, detach), yes)
@@ -102,19 +100,25 @@ def _create(
 ) -> str:
     """Create the run; when some of its jobs need cloud hosts, check the Pulumi CLI first
     and have the hosts reviewed (the run is withdrawn when the answer is no)."""
-    from dstack.backends.automation import require_cli
     from dstack.cli.common import open_state
-    from dstack.cli.review import review
-    from dstack.runner.clouds import cloud_jobs
+    from dstack.config import cloud_limits
     from dstack.spec.jobspec import JobSpec
     from dstack.storage.store import Store
 
     home, state = open_state()
+    if not cloud_limits(home):  # no cloud set up: nothing more to import or ask
+        return create()
+    from dstack.runner.clouds import cloud_jobs
+
     clouds = cloud_jobs(home, state, [JobSpec.from_dict(j[1]) for j in jobs], placement)
-    if clouds:
-        require_cli()  # before anything is recorded
+    if not clouds:
+        return create()
+    from dstack.backends.automation import require_cli
+    from dstack.cli.review import review
+
+    require_cli()  # before anything is recorded
     name = create()
-    if clouds and not review(home, state, Store.open(home), name, clouds, yes):
+    if not review(home, state, Store.open(home), name, clouds, yes):
         raise typer.Exit(1)
     return name
 

@@ -51,19 +51,6 @@ def offer_choices(
     return [(spec, choose(spec.resources, own + clouds, limits, spec.name)) for spec in specs]
 
 
-def check_cloud_backend(home: Home, backend: str | None) -> None:
-    """A --backend naming a cloud that config.yaml does not set up is refused by name."""
-    from dstack.backends.catalog import CLOUDS
-    from dstack.errors import SpecError
-
-    if backend in CLOUDS and backend not in cloud_limits(home):
-        raise SpecError(
-            f"--backend {backend}: {backend} is not set up in {home.root / 'config.yaml'}.",
-            hint=f"add it under backends, e.g. `backends: {{{backend}: {{max_price: 2}}}}`; "
-            f"`dstack offers --backend {backend}` lists its catalog",
-        )
-
-
 def clouds_allowed(home: Home, placement: dict[str, Any]) -> bool:
     """Whether a run may use a cloud: one is set up, and the run is not pinned to this machine
     or the pool."""

@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from dstack import __version__
 from dstack.atomic import write_text_atomic
-from dstack.backends.offers import OWN
+from dstack.config import cloud_limits
 from dstack.errors import SpecError
 from dstack.home import Home
 from dstack.providers.base import get_provider
-from dstack.runner.clouds import clouds_allowed, offer_choices
 from dstack.runner.placement import LOCAL, candidates, fitting
 from dstack.spec.files import variables_file, workflow_files
 from dstack.spec.jobspec import JobSpec
@@ -131,9 +130,11 @@ def check_plan(plan: Plan, repo: Path, home: Home, state: State, placement: dict
     wants_gpu = any(spec.resources.gpu and spec.resources.gpu.count for _, spec in specs)
     found = candidates(home, state, placement, with_gpus=wants_gpu)
     in_cloud: set[str] = set()
-    if clouds_allowed(home, placement):  # the job's cheapest offer, or why none fits
-        choices = offer_choices(home, state, [spec for _, spec in specs], placement)
-        in_cloud = {spec.name for spec, offer in choices if offer.backend not in OWN}
+    if cloud_limits(home):  # each job's cheapest offer, or the reasons none fits
+        from dstack.runner.clouds import cloud_jobs
+
+        chosen = cloud_jobs(home, state, [spec for _, spec in specs], placement)
+        in_cloud = {job.spec.name for job in chosen}
     for job, spec in specs:
         wd = spec.working_dir
         if wd and not (repo / wd).is_dir():

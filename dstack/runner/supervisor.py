@@ -29,7 +29,6 @@ from dstack.execution.factory import executor_of_job, ssh_executor
 from dstack.home import Home
 from dstack.pool import Pool
 from dstack.providers.base import HostContext, get_provider
-from dstack.runner.clouds import provision
 from dstack.runner.finish import fail_pending, finish_job, finish_run, mirror_log
 from dstack.runner.inputs import Input, external_inputs, upstream_inputs
 from dstack.runner.logs import LogReader, format_line
@@ -257,6 +256,8 @@ class Supervisor:
             if not Ledger(self.state).claim(stack.name, limits.max_instances):
                 self._wait(run, job, f"a free {stack.backend} instance", "max_instances in use")
                 return None
+            from dstack.runner.clouds import provision
+
             if self.threads is None:
                 self.threads = ThreadPoolExecutor(thread_name_prefix="provision")
             self.creating[job.workflow] = self.threads.submit(
