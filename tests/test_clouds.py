@@ -238,7 +238,10 @@ def test_max_instances_holds_across_concurrent_runs(
     procs = [cloud.popen("run", "train", "-y") for _ in range(2)]
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
-    assert any("waiting for a free aws instance" in err for _, err in results)
+    assert any(
+        "waiting for a free aws instance (all 1 of aws's max_instances in use)" in err
+        for _, err in results
+    )
     held, most = 0, 0
     for verb in verbs(cloud):
         held += {"up": 1, "destroy": -1}.get(verb, 0)

@@ -254,7 +254,12 @@ class Supervisor:
         if creating is None:
             limits = cloud_limits(self.home).get(stack.backend, CloudLimits())
             if not Ledger(self.state).claim(stack.name, limits.max_instances):
-                self._wait(run, job, f"a free {stack.backend} instance", "max_instances in use")
+                self._wait(
+                    run,
+                    job,
+                    f"a free {stack.backend} instance",
+                    f"all {limits.max_instances} of {stack.backend}'s max_instances in use",
+                )
                 return None
             from dstack.runner.clouds import provision
 
