@@ -21,8 +21,10 @@ class HostSpec:
     ``allowed_cidr`` is the only source SSH is opened to (dstack passes the caller's address
     as /32; 0.0.0.0/0 only when the user configured it). ``shutdown_after_minutes`` is a
     deadline the host enforces itself (power-off from its startup script), so a lost laptop
-    cannot leave a VM running for long. ``labels`` name the run, job and owner on every
-    resource. ``address``/``port`` describe a pre-existing own server (backend "ssh")."""
+    cannot leave a VM running for long; ``idle_minutes`` powers it off sooner, that long after
+    the last dstack job on it ended (a finished job whose laptop went away). ``labels`` name
+    the run, job and owner on every resource. ``address``/``port`` describe a pre-existing
+    own server (backend "ssh")."""
 
     backend: str
     name: str
@@ -40,6 +42,7 @@ class HostSpec:
     allowed_cidr: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     shutdown_after_minutes: int | None = None
+    idle_minutes: int | None = None
     address: str | None = None
     port: int = 22
 
@@ -65,6 +68,10 @@ class HostSpec:
                 ipaddress.ip_network(self.allowed_cidr, strict=False)
             except ValueError:
                 found.append(f"allowed_cidr '{self.allowed_cidr}' is not an address range")
+        for key in ("shutdown_after_minutes", "idle_minutes"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                found.append(f"{key} must be at least 1")
         if self.disk_gb < 8:
             found.append("disk_gb must be at least 8")
         if self.gpu_count < 0:
@@ -85,12 +92,45 @@ class HostSpec:
         return cls(**data)
 
 
+# Runs on the host as root, in the background: powers it off once no dstack job has run for
+# IDLE seconds (checked every EVERY seconds). A job is running while its folder has a `pid`
+# whose process is alive and no `rc` yet; the patterns are where job folders may be.
+IDLE_WATCHDOG = r"""#!/bin/bash
+# dstack-idle-off IDLE EVERY PATTERN...: power off after IDLE seconds without a running job.
+idle_limit=$1 every=$2; shift 2
+idle=0
+while sleep "$every"; do
+  busy=
+  for pattern in "$@"; do
+    for pid in $pattern; do
+      [ -f "$pid" ] && [ ! -f "${pid%/pid}/rc" ] && kill -0 "$(cat "$pid")" 2>/dev/null && busy=1
+    done
+  done
+  if [ -n "$busy" ]; then idle=0; else idle=$((idle + every)); fi
+  if [ "$idle" -ge "$idle_limit" ]; then exec shutdown -h now; fi
+done
+"""
+JOB_PIDS = ("/home/*/.dstack/runs/*/*/pid", "/root/.dstack/runs/*/*/pid")
+
+
 def startup_script(spec: HostSpec) -> str:
-    """User data / startup script: the self-shutdown deadline (a spot VM set to be deleted on
-    stop is then deleted; an AWS instance with shutdown behaviour 'terminate' is terminated)."""
+    """User data / startup script: the self-shutdown deadline and the idle watchdog (powering
+    off deletes a spot VM set to be deleted on stop, and terminates an AWS instance whose
+    shutdown behaviour is 'terminate')."""
     lines = ["#!/bin/bash", "# dstack: the host powers itself off at its deadline"]
     if spec.shutdown_after_minutes:
         lines.append(f"shutdown -h +{spec.shutdown_after_minutes}")
+    if spec.idle_minutes:
+        patterns = " ".join(f"'{p}'" for p in JOB_PIDS)
+        lines += [
+            f"# ... and {spec.idle_minutes} minutes after its last dstack job ended",
+            "cat > /usr/local/bin/dstack-idle-off <<'WATCHDOG'",
+            IDLE_WATCHDOG.rstrip("\n"),
+            "WATCHDOG",
+            "chmod 755 /usr/local/bin/dstack-idle-off",
+            f"nohup /usr/local/bin/dstack-idle-off {spec.idle_minutes * 60} 60 {patterns} "
+            ">/dev/null 2>&1 &",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -8,12 +8,16 @@ them)."""
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
+import time
+from pathlib import Path
 from typing import Any
 
 import pulumi
 import pytest
 
-from stacks.spec import HostSpec
+from stacks.spec import IDLE_WATCHDOG, HostSpec, startup_script
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDstackTestKey dstack"
 LABELS = {"run": "brave-otter-12", "job": "train", "owner": "Ada@Lab"}
@@ -83,6 +87,7 @@ def spec(backend: str, **extra: Any) -> HostSpec:
         "allowed_cidr": "198.51.100.7/32",
         "labels": LABELS,
         "shutdown_after_minutes": 240,
+        "idle_minutes": 20,
         "disk_gb": 150,
     }
     return HostSpec(**{**base, **extra})
@@ -122,6 +127,7 @@ def test_aws_host_opens_ssh_to_the_caller_only_and_terminates_itself() -> None:
     }
     assert vm["instanceInitiatedShutdownBehavior"] == "terminate"
     assert "shutdown -h +240" in vm["userData"]
+    assert "nohup /usr/local/bin/dstack-idle-off 1200 60 " in vm["userData"]
     assert vm["tags"]["run"] == "brave-otter-12" and vm["tags"]["owner"] == "ada-lab"
     [(token, lookup)] = mocks.calls
     assert token == "aws:ec2/getAmi:getAmi" and lookup["owners"] == ["amazon"]
@@ -169,6 +175,7 @@ def test_gcp_host_attaches_gpus_and_schedules_spot() -> None:
     assert vm["bootDisk"]["initializeParams"]["size"] == 150
     assert vm["metadata"]["ssh-keys"] == f"ubuntu:{KEY}"
     assert "shutdown -h +240" in vm["metadataStartupScript"]
+    assert "dstack-idle-off 1200 60 " in vm["metadataStartupScript"]
     assert vm["labels"] == {
         "managed-by": "dstack",
         "run": "brave-otter-12",
@@ -225,7 +232,7 @@ def test_azure_host_is_a_group_with_a_guarded_spot_vm() -> None:
     assert linux["disablePasswordAuthentication"] is True
     assert linux["ssh"]["publicKeys"][0]["keyData"] == KEY
     script = base64.b64decode(vm["osProfile"]["customData"]).decode()
-    assert "shutdown -h +240" in script
+    assert "shutdown -h +240" in script and "dstack-idle-off 1200 60 " in script
     assert vm["tags"]["run"] == "brave-otter-12"
     assert outputs["address"] == "203.0.113.30" and outputs["instance_id"] == "vm-uuid"
 
@@ -261,3 +268,42 @@ def test_every_gcp_gpu_in_the_catalog_can_be_attached_or_comes_built_in() -> Non
     for t in load_catalog().types:
         if t.backend == "gcp" and t.gpu_count and t.name.startswith("n1-"):
             assert t.gpu_name.upper() in ACCELERATORS, t
+
+
+def test_the_idle_watchdog_powers_off_only_after_the_last_job_ended(tmp_path: Path) -> None:
+    """The startup script's watchdog, run for real by bash with a stand-in `shutdown`: it
+    leaves a host alone while a job's process lives, and powers it off once the job has
+    written its exit code and the idle time has passed."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    powered_off = tmp_path / "powered-off"
+    (fake_bin / "shutdown").write_text(f'#!/bin/sh\necho "$@" > {powered_off}\n')
+    (fake_bin / "shutdown").chmod(0o755)
+    watchdog = tmp_path / "dstack-idle-off"
+    watchdog.write_text(IDLE_WATCHDOG)
+    job = tmp_path / "home" / "ubuntu" / ".dstack" / "runs" / "r" / "train"
+    job.mkdir(parents=True)
+    sleeper = subprocess.Popen(["sleep", "60"])
+    (job / "pid").write_text(f"{sleeper.pid}\n")
+    pattern = str(tmp_path / "home" / "*" / ".dstack" / "runs" / "*" / "*" / "pid")
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}"}
+    proc = subprocess.Popen(["bash", str(watchdog), "2", "1", pattern], env=env)
+    try:
+        time.sleep(3.5)
+        assert not powered_off.exists(), "a running job keeps the host up"
+        (job / "rc").write_text("0\n")
+        deadline = time.monotonic() + 10
+        while not powered_off.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert powered_off.read_text().strip() == "-h now"
+        assert proc.wait(timeout=5) == 0
+    finally:
+        sleeper.kill()
+        proc.kill()
+
+
+def test_without_idle_minutes_there_is_no_watchdog() -> None:
+    script = startup_script(
+        spec("aws", instance_type="t3.large", region="us-east-1", idle_minutes=None)
+    )
+    assert "shutdown -h +240" in script and "dstack-idle-off" not in script

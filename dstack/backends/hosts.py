@@ -9,6 +9,7 @@ from stacks.spec import HostSpec
 
 DEFAULT_DISK_GB = 100
 DEADLINE_MINUTES = 24 * 60  # the host powers itself off after this, whatever happens to dstack
+IDLE_MINUTES = 30  # ... and this long after its last job ended (dstack itself gone, say)
 
 
 def stack_name(run: str, job: str) -> str:
@@ -42,4 +43,5 @@ def host_spec(
         allowed_cidr=allowed_cidr,
         labels={"run": run, "job": job, "owner": owner},
         shutdown_after_minutes=DEADLINE_MINUTES,
+        idle_minutes=IDLE_MINUTES,
     )
