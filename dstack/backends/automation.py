@@ -142,7 +142,7 @@ def open_stack(home: Home, spec: HostSpec, stack_name: str | None = None) -> aut
         host(spec)
 
     name = stack_name or spec.name
-    with cloud_errors("create", name):
+    with cloud_errors("stack init", name):
         stack = auto.create_or_select_stack(
             name, project_name=PROJECT, program=program, opts=_options(home)
         )
@@ -154,7 +154,7 @@ def select_stack(home: Home, name: str) -> auto.Stack | None:
     """An existing stack (for teardown); None when the backend has no such stack."""
     auto = _sdk()
     try:
-        with cloud_errors("select", name):
+        with cloud_errors("stack select", name):
             return auto.select_stack(
                 name, project_name=PROJECT, program=lambda: None, opts=_options(home)
             )
