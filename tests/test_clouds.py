@@ -379,3 +379,33 @@ def test_a_host_that_never_answers_ssh_is_given_up_and_destroyed(
     assert "did not answer SSH within 3 s" in done.stderr
     assert verbs(cloud) == ["preview", "up", "destroy", "rm"]
     assert_torn_down(cloud, sshd_hosts[0])
+
+
+def test_dstack_processes_starting_at_once_agree_on_one_passphrase(tmp_path: Path) -> None:
+    """The stack secrets' passphrase is made by whichever process comes first; the others,
+    racing it, must neither fail nor read a half-written file."""
+    reader = (
+        "import os, sys, time; from pathlib import Path; from dstack.home import Home; "
+        "from dstack.backends.automation import passphrase_file\n"
+        "while not os.path.exists(sys.argv[2]): time.sleep(0.0005)\n"  # all start together
+        "print(passphrase_file(Home(Path(sys.argv[1]))).read_text().strip())"
+    )
+    for round in range(5):
+        home, go = tmp_path / f"home{round}", tmp_path / f"go{round}"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", reader, str(home), str(go)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(8)
+        ]
+        time.sleep(1.5)  # every process has imported dstack and waits
+        go.touch()
+        results = [p.communicate(timeout=60) for p in procs]
+        assert [p.returncode for p in procs] == [0] * 8, [err for _, err in results]
+        seen = {out.strip() for out, _ in results}
+        assert len(seen) == 1 and len(seen.pop()) >= 40
+        assert (home / "pulumi" / "passphrase").stat().st_mode & 0o777 == 0o600
+        assert sorted(p.name for p in (home / "pulumi").iterdir()) == ["passphrase"]

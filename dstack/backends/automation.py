@@ -59,10 +59,19 @@ def passphrase_file(home: Home) -> Path:
     """The stack secrets' passphrase: generated once, readable by this user only."""
     path = pulumi_root(home) / "passphrase"
     if not path.exists():
+        # Written whole under a temporary name, then linked into place: two dstack processes
+        # starting at once agree on the first one and never read a half-written file.
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        draft = path.with_name(f".passphrase-{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(secrets.token_urlsafe(32) + "\n")
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
     return path
 
 

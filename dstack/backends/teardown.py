@@ -80,10 +80,16 @@ def _say(text: str) -> None:
 
 
 def main() -> None:
+    from dstack.errors import DstackError
     from dstack.home import open_home
 
-    home = open_home()
-    sys.exit(destroy_recorded(home, State(home), sys.argv[1]))
+    try:
+        home = open_home()
+        code = destroy_recorded(home, State(home), sys.argv[1])
+    except DstackError as e:  # the row stays; the parent says `dstack gc` tries again
+        _say(e.message)
+        code = 1
+    sys.exit(code)
 
 
 if __name__ == "__main__":

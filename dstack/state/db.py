@@ -133,7 +133,7 @@ class State:
             ) from e
 
     def _create_schema(self) -> None:
-        self.conn.execute("PRAGMA journal_mode = WAL")
+        self._use_wal()
         with self.transaction() as c:
             if c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
                 return
@@ -148,6 +148,21 @@ class State:
             if "placement" not in columns:  # a version 1 database
                 c.execute("ALTER TABLE runs ADD COLUMN placement TEXT NOT NULL DEFAULT '{}'")
             c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _use_wal(self) -> None:
+        """Switch a new database to WAL. Two processes opening a fresh home at once both try;
+        the loser is refused at once (SQLite does not wait for this), so it retries until the
+        winner is done and it sees WAL already set."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    self.conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
