@@ -100,13 +100,13 @@ class Ledger:
         ).fetchone()
         return _record(row) if row else None
 
-    def left_behind(self) -> int:
-        """Stacks whose run has ended or is gone (what `dstack gc` would tear down)."""
-        row = self.state.conn.execute(
-            "SELECT COUNT(*) FROM stacks WHERE run_name NOT IN "
-            f"(SELECT name FROM runs WHERE status {IN_ACTIVE})"
-        ).fetchone()
-        return int(row[0])
+    def left_behind(self) -> list[StackRecord]:
+        """Stacks whose run has ended or is gone: what `dstack gc` tears down."""
+        rows = self.state.conn.execute(
+            "SELECT * FROM stacks WHERE run_name NOT IN "
+            f"(SELECT name FROM runs WHERE status {IN_ACTIVE}) ORDER BY created_at"
+        ).fetchall()
+        return [_record(r) for r in rows]
 
     def all(self, run: str | None = None) -> list[StackRecord]:
         if run is None:

@@ -28,7 +28,7 @@ def teardown(home: Home, state: State, name: str, notes: Callable[[str], None]) 
         [sys.executable, "-m", "dstack.backends.teardown", name],
         stdin=subprocess.DEVNULL,
         start_new_session=True,
-        env=_child_env(home),
+        env={**os.environ, "DSTACK_HOME": str(home.root)},
     )
     while True:
         try:
@@ -40,10 +40,6 @@ def teardown(home: Home, state: State, name: str, notes: Callable[[str], None]) 
     if record is not None:
         notes(f"{name} could not be torn down: `dstack gc` tries again")
     return record is None
-
-
-def _child_env(home: Home) -> dict[str, str]:
-    return {**os.environ, "DSTACK_HOME": str(home.root)}
 
 
 def destroy_recorded(home: Home, state: State, name: str) -> int:

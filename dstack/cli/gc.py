@@ -58,18 +58,14 @@ def gc(
 def orphans(state: Any) -> list[dict[str, Any]]:
     """The stacks whose run is gone or finished, with the reason."""
     from dstack.backends.ledger import Ledger
-    from dstack.errors import NotFoundError
 
     found = []
-    for stack in Ledger(state).all():
-        try:
-            run = state.run(stack.run_name)
-        except NotFoundError:
-            why = "its run was removed"
-        else:
-            if not run.finished:
-                continue
-            why = f"its run is {run.status}"
+    for stack in Ledger(state).left_behind():
+        why = (
+            f"its run is {state.run(stack.run_name).status}"
+            if state.has_run(stack.run_name)
+            else "its run was removed"
+        )
         found.append(
             {
                 "stack": stack.name,

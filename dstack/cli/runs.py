@@ -5,9 +5,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from dstack.home import Home
+    from dstack.state.db import State
 
 _RUN_HELP = """Run WORKFLOW (and the workflows it depends on) where it fits most cheaply: this
 machine, a pool server, or a cloud VM created for the job (shown and confirmed first; -y
@@ -52,7 +56,9 @@ def run(
     check_backend(backend, home)
     placement = {"backend": backend, "host": host, "no_wait": no_wait}
     sub = prepare(home, state, store, repo, workflow, list(ctx.args), tag, placement)
-    name = _create(sub.jobs, placement, lambda: record(state, store, sub, tag, detach), yes)
+    name = _create(
+        home, state, sub.jobs, placement, lambda: record(state, store, sub, tag, detach), yes
+    )
     _start(name, detach, no_cache, [j[0] for j in sub.jobs])
 
 
@@ -87,12 +93,14 @@ def rerun(
         publish_run(state, store, created)
         return created
 
-    name = _create(jobs, old.placement, create, yes)
+    name = _create(home, state, jobs, old.placement, create, yes)
     sys.stderr.write(f"Re-running {run_name} (snapshot {old.snapshot['digest'][:12]}) as {name}\n")
     _start(name, detach, no_cache, [j[0] for j in jobs])
 
 
 def _create(
+    home: Home,
+    state: State,
     jobs: list[tuple[str, dict[str, Any], list[str]]],
     placement: dict[str, Any],
     create: Callable[[], str],
@@ -100,12 +108,10 @@ def _create(
 ) -> str:
     """Create the run; when some of its jobs need cloud hosts, check the Pulumi CLI first
     and have the hosts reviewed (the run is withdrawn when the answer is no)."""
-    from dstack.cli.common import open_state
     from dstack.config import cloud_limits
     from dstack.spec.jobspec import JobSpec
     from dstack.storage.store import Store
 
-    home, state = open_state()
     if not cloud_limits(home):  # no cloud set up: nothing more to import or ask
         return create()
     from dstack.runner.clouds import cloud_jobs

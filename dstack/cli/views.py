@@ -76,7 +76,7 @@ def ps(
         ],
         shrink=("WORKFLOW", "TAG"),
     )
-    left = Ledger(state).left_behind()
+    left = len(Ledger(state).left_behind())
     if left:
         sys.stderr.write(
             f"{left} cloud stack{'s' if left > 1 else ''} of ended runs may still cost money: "

@@ -156,10 +156,14 @@ def provision(home: Home, store: Store, record: StackRecord, notes: Any) -> Exec
 
 
 def host_address(home: Home, state: State, name: str) -> Any:
+    """How to reach the cloud host of stack ``name``."""
+    return _address(home, name, Ledger(state).get(name))
+
+
+def _address(home: Home, name: str, record: StackRecord | None) -> Any:
     from dstack.backends.access import run_key
     from dstack.ssh.connect import HostAddress
 
-    record = Ledger(state).get(name)
     if record is None or not record.outputs:
         raise HostError(f"The cloud host {name} is gone (its stack was destroyed).")
     key, _ = run_key(home, record.run_name)
@@ -199,8 +203,8 @@ def cloud_executor(
     from dstack.pool import PoolHost
     from dstack.ssh.probe import HostFacts
 
-    address = host_address(home, state, name)
     record = Ledger(state).get(name)
+    address = _address(home, name, record)
     if record is None or not record.outputs or "facts" not in record.outputs:
         raise HostError(f"The cloud host {name} was never reached over SSH.")
     facts = HostFacts.from_dict(record.outputs["facts"])
