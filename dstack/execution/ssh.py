@@ -25,6 +25,7 @@ from dstack.execution.base import (
     env_script,
     wrapper_script,
 )
+from dstack.execution.remote_tree import place_on_host
 from dstack.pool import PoolHost
 from dstack.ssh.connect import HostError
 from dstack.ssh.remote import Remote
@@ -34,20 +35,6 @@ from dstack.storage.store import Store
 
 q = shlex.quote
 
-_MISSING_BLOBS = (
-    'mkdir -p "$1"; while read -r h || [ -n "$h" ]; do [ -f "$1/$h" ] || echo "$h"; done'
-)
-_ASSEMBLE = r"""
-cd "$1" || exit 1
-blobs=$2
-declare -A made
-while IFS=$'\t' read -r kind value path; do
-  dir=${path%/*}
-  if [ "$dir" != "$path" ] && [ -z "${made[$dir]}" ]; then mkdir -p -- "$dir"; made[$dir]=1; fi
-  if [ "$kind" = L ]; then ln -sfn -- "$value" "$path"
-  else cp -f -- "$blobs/$kind" "$path" && chmod "$value" "$path"; fi
-done
-"""
 _LIST = r"""
 cd "$1" || exit 1; shift
 for p in "$@"; do
@@ -132,30 +119,9 @@ class SSHExecutor(Executor):
         return f"{self.root}/runs/{run}/{workflow}"
 
     def place(self, job_dir: str, entries: list[Entry], subdir: str = "work") -> None:
-        blobs = f"{self.root}/blobs"
-        wanted = sorted({e.sha256 for e in entries if e.link is None})
-        missing = self.remote.check(
-            f"bash -c {q(_MISSING_BLOBS)} _ {q(blobs)}", "\n".join(wanted).encode()
+        place_on_host(
+            self.remote, self.store.blobs, f"{self.root}/blobs", f"{job_dir}/{subdir}", entries
         )
-        chunks = {e.sha256: e.chunks for e in entries if e.chunks}
-        for sha in missing.decode().split():
-            self._upload_blob(sha, f"{blobs}/{sha}", chunks.get(sha))
-        lines = [
-            f"L\t{e.link}\t{e.path}" if e.link is not None else f"{e.sha256}\t{e.mode:o}\t{e.path}"
-            for e in entries
-        ]
-        target = f"{job_dir}/{subdir}"
-        self.remote.check(
-            f"mkdir -p {q(target)} && bash -c {q(_ASSEMBLE)} _ {q(target)} {q(blobs)}",
-            "\n".join(lines).encode() + b"\n",
-        )
-
-    def _upload_blob(self, sha: str, remote_path: str, chunks: tuple[str, ...] | None) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / sha
-            self.store.blobs.get(sha, local, sha, keep=True, chunks=chunks)
-            self.remote.put(local, f"{remote_path}.part")
-        self.remote.check(f"mv -f {q(remote_path + '.part')} {q(remote_path)}")
 
     def make_dirs(self, job_dir: str, paths: list[str]) -> None:
         if paths:
