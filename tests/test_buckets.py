@@ -240,7 +240,7 @@ def test_corrupted_blob_in_the_bucket_is_named_on_download(
     [
         ({"path": "../../escaped.txt", "size": 3, "mode": 420}, "is unsafe"),
         ({"path": "/tmp/escaped.txt", "size": 3, "mode": 420}, "is unsafe"),
-        ({"path": "out/ln", "size": 0, "mode": 511, "link": "../../.."}, "points outside"),
+        ({"path": "out/ln", "size": 0, "mode": 511, "link": "../../.."}, "leads outside"),
     ],
 )
 def test_tampered_manifests_in_the_bucket_write_nothing(

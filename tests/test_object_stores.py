@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dstack.errors import StoreError
+from dstack.errors import ContentMismatch, StoreError
 from dstack.storage.blobs import BlobStore, blob_key
 from dstack.storage.manifest import materialize, scan_files
 from dstack.storage.objects import LocalObjectStore, ObjectStore
@@ -287,11 +288,13 @@ def test_a_file_rewritten_during_its_chunked_upload_is_left_out(
 
 
 def test_manifests_without_chunks_keep_their_format() -> None:
+    from dstack.storage.blobs import chunk_tree
     from dstack.storage.manifest import Entry, Manifest
 
     plain = Manifest([Entry("a", 1, 0o644, "ab" * 32)], "complete", ["a"])
     assert b"chunks" not in plain.to_json(), "older readers and digests stay as they were"
-    chunked = Manifest([Entry("b", 9, 0o644, "cd" * 32, chunks=("01" * 32, "02" * 32))])
+    chunks = ("01" * 32, "02" * 32)
+    chunked = Manifest([Entry("b", 9, 0o644, chunk_tree(chunks), chunks=chunks)])
     assert Manifest.from_json(chunked.to_json()) == chunked
     assert Manifest.from_json(plain.to_json()) == plain
 
@@ -338,3 +341,39 @@ def test_a_home_switching_from_a_bucket_to_a_folder_stores_whole_files_by_conten
     assert (tmp_path / "out" / "model.bin").read_bytes() == data
     [again] = scan_files(tree, ["model.bin"], chunked_blobs, cache)
     assert again == chunked, "and back: the chunk list is found again"
+
+
+def test_a_blob_is_committed_only_when_its_bytes_match_and_never_replaced(
+    objects: ObjectStore, tmp_path: Path
+) -> None:
+    good, bad = tmp_path / "good.bin", tmp_path / "bad.bin"
+    good.write_bytes(b"good bytes " * 1000)
+    bad.write_bytes(b"other bytes" * 1000)  # same size: only the hash tells them apart
+    sha = hashlib.sha256(good.read_bytes()).hexdigest()
+    key = blob_key(sha)
+    with pytest.raises(ContentMismatch):
+        objects.put_file(key, bad, sha256=sha)
+    assert not objects.exists(key), "bytes that do not match their name are never committed"
+    objects.put_file(key, good, sha256=sha)
+    objects.put_file(key, good, sha256=sha)  # a second writer of the same blob: fine
+    with contextlib.suppress(ContentMismatch):  # refused, or 'already there': never replaced
+        objects.put_file(key, bad, sha256=sha)
+    assert objects.get_bytes(key) == good.read_bytes()
+    assert [k for k in objects.keys("") if not k.startswith("blobs/")] == [], "no temp objects"
+
+
+def test_a_span_rewritten_before_its_upload_is_refused(
+    objects: ObjectStore, tmp_path: Path
+) -> None:
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(3 << 20))
+    span = (1 << 20, 1 << 20)
+    sha = hashlib.sha256(source.read_bytes()[span[0] : span[0] + span[1]]).hexdigest()
+    with open(source, "r+b") as handle:  # the chunk changes after it was hashed
+        handle.seek(span[0] + span[1] - 1)
+        last = handle.read(1)
+        handle.seek(span[0] + span[1] - 1)
+        handle.write(b"\0" if last != b"\0" else b"\1")
+    with pytest.raises(ContentMismatch):
+        objects.put_file(blob_key(sha), source, span=span, sha256=sha)
+    assert not objects.exists(blob_key(sha))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dstack.errors import StoreError
-from dstack.storage.objects import BucketObjectStore, Progress, Span, open_span
+from dstack.storage.objects import BucketObjectStore, Progress, Span, VerifiedReader, open_span
 
 INSTALL_HINT = "install the Azure extra: pip install 'dstack[azure]'"
 
@@ -78,15 +78,31 @@ class AzureObjectStore(BucketObjectStore):
                 progress(current - done)
                 done = current
 
+        from azure.core.exceptions import ResourceExistsError
+
+        size = span[1] if span else src.stat().st_size
         with self._errors("upload to", key), open_span(src, span) as data:
-            self.container.upload_blob(
-                self._key(key),
-                data,
-                length=span[1] if span else None,
-                overwrite=True,
-                max_concurrency=8,
-                progress_hook=hook,
-            )
+            if sha256 is None:
+                self.container.upload_blob(
+                    self._key(key),
+                    data,
+                    length=size,
+                    overwrite=True,
+                    max_concurrency=8,
+                    progress_hook=hook,
+                )
+                return
+            # A blob is read in order and verified before it is committed (one put, or the
+            # block list at the end); one already there is never replaced.
+            with suppress(ResourceExistsError):
+                self.container.upload_blob(
+                    self._key(key),
+                    VerifiedReader(data, size, sha256, str(src)),
+                    length=size,
+                    overwrite=False,
+                    max_concurrency=1,
+                    progress_hook=hook,
+                )
 
     def put_bytes(self, key: str, data: bytes) -> None:
         with self._errors("write", key):

@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 from dstack.errors import ContentMismatch, StoreError
 from dstack.storage.objects import Meter, ObjectStore, Span, open_span
+from dstack.storage.tree import check_sha
 
 CHUNK = 1 << 20  # read size
 CHUNK_SIZE = 32 << 20  # files larger than this go to remote stores as chunks of this size
@@ -46,6 +47,8 @@ def chunk_tree(chunks: Iterable[str]) -> str:
 
 
 def blob_key(sha: str) -> str:
+    """The key of a blob; the hash is checked first, as it may come from a store."""
+    check_sha(sha, "A blob")
     return f"blobs/{sha[:2]}/{sha[2:]}"
 
 
@@ -154,18 +157,16 @@ class BlobStore:
         return changed
 
     def _send(self, item: Upload, link: bool, progress: Meter | None) -> str | None:
-        """Store one file or chunk; its hash when the file was rewritten meanwhile (its blob,
-        whose bytes may not match the hash, is deleted again)."""
+        """Store one file or chunk; its hash when the file was rewritten meanwhile. The store
+        commits a blob only when the bytes it got hash to its name, and never replaces or
+        deletes one already there: a file changing mid-upload costs nobody a good blob."""
         key = blob_key(item.sha256)
         try:
             if link and item.span is None:
-                self.objects.link_file(key, Path(item.path))
+                self.objects.link_file(key, Path(item.path), item.sha256, item.signature)
             else:
                 self.objects.put_file(key, Path(item.path), progress, item.span, item.sha256)
         except ContentMismatch:
-            return item.sha256
-        if _signature(item.path) != item.signature:
-            self.objects.delete(key)
             return item.sha256
         return None
 
@@ -220,9 +221,10 @@ class BlobStore:
         label: str,
         keep: bool = False,
         chunks: tuple[str, ...] | None = None,
+        size: int | None = None,
     ) -> None:
         """Write the blob (or the file made of ``chunks``) to ``dest`` atomically, refusing
-        bytes whose hash is not the one asked for.
+        bytes whose hash is not the one asked for, or whose length is not ``size``.
 
         With ``keep`` blobs read from a remote store are also kept in the local cache."""
         if chunks is not None and chunk_tree(chunks) != sha:
@@ -236,6 +238,12 @@ class BlobStore:
             with os.fdopen(fd, "wb") as out:
                 for part in chunks or (sha,):
                     self._copy_blob(part, out, Path(tmp), label, keep)
+                if size is not None and out.tell() != size:
+                    raise StoreError(
+                        f"'{label}' has {out.tell()} bytes in the store, but its manifest "
+                        f"says {size}.",
+                        hint="the manifest was tampered with or damaged; nothing was written",
+                    )
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -248,8 +256,7 @@ class BlobStore:
         if self.cache is not None and self.cache.exists(blob_key(sha)):
             try:
                 return self._copy_verified(self.cache, sha, out, label)
-            except StoreError:
-                self.cache.delete(blob_key(sha))  # damaged on this disk: fetch it again
+            except StoreError:  # damaged on this disk (and moved aside): fetch it again
                 out.seek(start)
                 out.truncate()
         self._copy_verified(self.objects, sha, out, label)
@@ -263,10 +270,14 @@ class BlobStore:
             digest.update(piece)
             out.write(piece)
         if digest.hexdigest() != sha:
+            aside = source.quarantine(blob_key(sha))
+            if aside and source is self.objects:
+                self.known.hashes.discard(sha)  # so that storing it again does store it
             raise StoreError(
                 f"'{label}' is corrupted in the store {source.url}: its content "
-                f"hashes to {digest.hexdigest()[:12]}…, not {sha[:12]}….",
-                hint="the stored copy was damaged; re-run the job that produced it",
+                f"hashes to {digest.hexdigest()[:12]}…, not {sha[:12]}…"
+                + (f"; the damaged copy was moved to {aside}." if aside else "."),
+                hint="re-run the job that produced it with --no-cache: that stores it again",
             )
 
 

@@ -12,7 +12,7 @@ from itertools import islice
 from pathlib import Path
 
 from dstack.errors import StoreError
-from dstack.storage.objects import BucketObjectStore, Progress, Span, open_span
+from dstack.storage.objects import BucketObjectStore, Progress, Span, VerifiedReader, open_span
 
 CHUNK = 16 * 1024**2  # a multiple of 256 KiB, as resumable uploads require
 INSTALL_HINT = "install the GCP extra: pip install 'dstack[gcp]'"
@@ -76,9 +76,20 @@ class GCSObjectStore(BucketObjectStore):
         span: Span | None = None,
         sha256: str | None = None,
     ) -> None:
+        from google.api_core.exceptions import PreconditionFailed
+
         size = span[1] if span else src.stat().st_size
         with self._errors("upload to", key), open_span(src, span) as body:
-            self.bucket.blob(self._key(key), chunk_size=CHUNK).upload_from_file(body, size=size)
+            blob = self.bucket.blob(self._key(key), chunk_size=CHUNK)
+            if sha256 is None:
+                blob.upload_from_file(body, size=size)
+            else:  # verified before the last chunk commits it; never replaces one there
+                with suppress(PreconditionFailed):
+                    blob.upload_from_file(
+                        VerifiedReader(body, size, sha256, str(src)),
+                        size=size,
+                        if_generation_match=0,
+                    )
         if progress:
             progress(size)
 

@@ -14,8 +14,17 @@ from pathlib import Path, PurePosixPath
 
 from dstack.atomic import write_text_atomic
 from dstack.errors import StoreError
-from dstack.storage.blobs import BlobStore, Upload, file_sha256
+from dstack.storage.blobs import BlobStore, Upload, chunk_tree, file_sha256
 from dstack.storage.objects import Meter, Progress
+from dstack.storage.tree import (
+    PERMISSIONS,
+    TAMPERED,
+    check_link,
+    check_path,
+    check_sha,
+    final_tree,
+    show,
+)
 
 
 @dataclass(frozen=True)
@@ -53,13 +62,24 @@ class Manifest:
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
-    def from_json(cls, raw: bytes) -> Manifest:
-        data = json.loads(raw)
-        entries = [
-            Entry(**{**e, "chunks": tuple(e["chunks"])}) if "chunks" in e else Entry(**e)
-            for e in data["entries"]
-        ]
-        return cls(entries, data["state"], data["paths"])
+    def from_json(cls, raw: bytes, where: str = "The manifest") -> Manifest:
+        """Parse a manifest read from a store, checking every value before it is used
+        (StoreError naming ``where`` and the entry otherwise)."""
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError) as e:
+            raise StoreError(f"{where} is not valid JSON: {e}.", hint=TAMPERED) from None
+        if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
+            raise StoreError(f"{where} has no list of entries.", hint=TAMPERED)
+        state, paths = data.get("state"), data.get("paths", [])
+        if state not in STATES:
+            raise StoreError(f"{where} has an unknown state '{show(state)}'.", hint=TAMPERED)
+        if not isinstance(paths, list):
+            raise StoreError(f"{where} has a malformed list of paths.", hint=TAMPERED)
+        entries = [_entry(item, where) for item in data["entries"]]
+        if len({e.path for e in entries}) != len(entries):
+            raise StoreError(f"{where} lists a path twice.", hint=TAMPERED)
+        return cls(entries, state, [_artifact_path(p, where) for p in paths])
 
     def digest(self) -> str:
         return hashlib.sha256(self.to_json()).hexdigest()
@@ -72,15 +92,43 @@ def _entry_json(e: Entry) -> dict[str, object]:
     return data
 
 
+STATES = ("live", "complete", "partial")
+MAX_SIZE = 1 << 50  # one pebibyte: larger sizes are damage, not data
+
+
+def _entry(item: object, where: str) -> Entry:
+    """One manifest entry from untrusted JSON: types, path, digests, links and sizes checked,
+    the mode masked to permission bits."""
+    if not isinstance(item, dict):
+        raise StoreError(f"{where} has an entry that is not an object.", hint=TAMPERED)
+    path = check_path(item.get("path"), f"{where}, an entry")
+    at = f"{where}, entry '{path}'"
+    size, mode, link, chunks = (item.get(k) for k in ("size", "mode", "link", "chunks"))
+    for name, value in (("size", size), ("mode", mode)):
+        if type(value) is not int or not 0 <= value <= MAX_SIZE:
+            raise StoreError(f"{at}: {name} '{show(value)}' is not a valid number.", hint=TAMPERED)
+    assert isinstance(size, int) and isinstance(mode, int)
+    if link is not None:
+        return Entry(path, 0, 0o777, link=check_link(link, at))
+    sha = check_sha(item.get("sha256"), at)
+    if chunks is None:
+        return Entry(path, size, mode & PERMISSIONS, sha)
+    if not isinstance(chunks, list) or not chunks:
+        raise StoreError(f"{at}: its chunk list is malformed.", hint=TAMPERED)
+    parts = tuple(check_sha(c, f"{at}, a chunk") for c in chunks)
+    if chunk_tree(parts) != sha:
+        raise StoreError(f"{at}: its chunk list does not match its hash.", hint=TAMPERED)
+    return Entry(path, size, mode & PERMISSIONS, sha, chunks=parts)
+
+
+def _artifact_path(value: object, where: str) -> str:
+    """A declared artifact path: '.' (the whole folder) or a safe relative path."""
+    return "." if value == "." else check_path(value, f"{where}, its artifact paths")
+
+
 def safe_relative(path: str) -> PurePosixPath:
-    """Refuse manifest paths that are absolute or climb out with '..'."""
-    pure = PurePosixPath(path)
-    if pure.is_absolute() or ".." in pure.parts or not pure.parts:
-        raise StoreError(
-            f"Manifest path '{path}' is unsafe (absolute or leaving its folder).",
-            hint="the manifest was tampered with; it was not extracted",
-        )
-    return pure
+    """A path found on a host, when it stays inside its folder (StoreError otherwise)."""
+    return PurePosixPath(check_path(path, "A file on the host"))
 
 
 RACY_NS = 2_000_000_000
@@ -247,41 +295,39 @@ def materialize(
     progress: Progress | None = None,
     keep: bool = False,
 ) -> None:
-    """Write entries under ``dest`` (files in parallel); links may not point outside it.
+    """Write entries under ``dest`` (files in parallel, then links).
 
-    Every path is checked before anything is written, so a tampered manifest writes nothing."""
+    The tree is checked whole first (final_tree), so a tampered manifest writes nothing; and
+    nothing is written through a link already on disk that leads out of ``dest``."""
+    tree = final_tree([entries])
     dest_resolved = dest.resolve()
-    files, links = [], []
-    for entry in entries:
-        target = dest / safe_relative(entry.path)
-        if entry.link is None:
-            files.append((entry, target))
-            continue
-        resolved = (target.parent / entry.link).resolve()
-        if not resolved.is_relative_to(dest_resolved):
-            raise StoreError(
-                f"Symlink '{entry.path}' points outside its folder ({entry.link}).",
-                hint="links are restored only when they stay inside the artifacts",
-            )
-        links.append((entry, target))
 
-    def write(item: tuple[Entry, Path]) -> None:
-        entry, target = item
+    def write(entry: Entry) -> None:
+        target = dest / entry.path
+        if not target.parent.resolve().is_relative_to(dest_resolved):
+            raise StoreError(
+                f"'{entry.path}' would be written through a link that leads out of {dest}.",
+                hint="remove the link from that folder, or choose an empty folder",
+            )
         if target.is_symlink():
             target.unlink()  # never write through a link left in the target folder
-        blobs.get(entry.sha256, target, entry.path, keep, entry.chunks)
-        os.chmod(target, entry.mode & 0o777 | 0o200)
+        blobs.get(entry.sha256, target, entry.path, keep, entry.chunks, entry.size)
+        os.chmod(target, entry.mode & PERMISSIONS | 0o200)
         if progress:
             progress(entry.size)
 
+    files = [e for e in tree if e.link is None]
     if len(files) > 1:
         with ThreadPoolExecutor(blobs.objects.parallelism) as pool:
             list(pool.map(write, files))
     else:
-        for item in files:
-            write(item)
-    for entry, target in links:
+        for entry in files:
+            write(entry)
+    for entry in tree:
+        if entry.link is None:
+            continue
+        target = dest / entry.path
         target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_symlink() or target.exists():
+        if target.is_symlink() or target.is_file():
             target.unlink()
-        os.symlink(entry.link, target)  # type: ignore[arg-type]
+        os.symlink(entry.link, target)

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import os
 import shutil
 import tempfile
+import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
 from dstack.atomic import write_bytes_atomic
-from dstack.errors import StoreError
+from dstack.errors import ContentMismatch, StoreError
+from dstack.storage.tree import show
 
 Progress = Callable[[int], None]  # called with a number of bytes just moved
 Span = tuple[int, int]  # (offset, length): a part of a file stored as its own object
@@ -25,6 +30,18 @@ class Meter(Protocol):
 
     def expect(self, more: int) -> None:
         """Add bytes to the total expected (called again as more work is found)."""
+
+
+def check_key(key: str) -> str:
+    """``key`` when it stays inside the store: keys are built from names that may come from
+    the store itself (runs, jobs, tags), so none may climb out of its folder or prefix."""
+    parts = key.rstrip("/").split("/") if key else []
+    if key.startswith("/") or "\0" in key or any(p in ("", ".", "..") for p in parts):
+        raise StoreError(
+            f"The store key '{show(key)}' is unsafe (absolute or with '..').",
+            hint="a name read from the store was tampered with; nothing was read or written",
+        )
+    return key
 
 
 class ObjectStore(ABC):
@@ -47,15 +64,25 @@ class ObjectStore(ABC):
         sha256: str | None = None,
     ) -> None:
         """Store the file's bytes, or the ``span`` of them; large files may go in parts (a
-        reader still sees all or none). ``sha256`` is the bytes' expected hash: a store that
-        checks it on receipt (S3) refuses other bytes with ContentMismatch."""
+        reader still sees all or none). With ``sha256`` (a content-addressed blob) the object
+        is written once: it is committed only when the bytes sent hash to ``sha256``
+        (ContentMismatch otherwise: the file changed meanwhile), and an object already under
+        the key is left as it is, never replaced or deleted."""
 
     @abstractmethod
     def put_bytes(self, key: str, data: bytes) -> None: ...
 
-    def link_file(self, key: str, src: Path) -> None:
-        """Like put_file, but a store on the same disk may hard-link instead of copying."""
-        self.put_file(key, src)
+    def link_file(self, key: str, src: Path, sha256: str, signature: tuple[int, int]) -> None:
+        """Like put_file with ``sha256``, but a store on the same disk may hard-link the file
+        instead of copying it, when it still has the (size, mtime) ``signature`` it was hashed
+        with (ContentMismatch otherwise)."""
+        self.put_file(key, src, sha256=sha256)
+
+    def quarantine(self, key: str) -> str | None:
+        """Move an object that failed verification out of the way, so that storing it again
+        heals the store; where it went, or None where that is not done (a shared bucket: an
+        object others may be reading is never deleted on one reader's word)."""
+        return None
 
     @abstractmethod
     def open_read(self, key: str) -> Iterator[bytes]:
@@ -89,7 +116,7 @@ class LocalObjectStore(ObjectStore):
         self.url = root.absolute().as_uri()
 
     def _path(self, key: str) -> Path:
-        return self.root / key
+        return self.root / check_key(key)
 
     def ensure_bucket(self) -> list[str]:
         if self.root.is_dir():
@@ -117,25 +144,45 @@ class LocalObjectStore(ObjectStore):
         path, fd, tmp = self._atomic_target(key)
         try:
             with os.fdopen(fd, "wb") as out, open_span(src, span) as inp:
-                shutil.copyfileobj(inp, out, self.CHUNK)
+                size = span[1] if span else src.stat().st_size
+                source = VerifiedReader(inp, size, sha256, str(src)) if sha256 else inp
+                shutil.copyfileobj(source, out, self.CHUNK)
             os.chmod(tmp, 0o444)
-            os.replace(tmp, path)
-        except BaseException:
+            if sha256:
+                _commit_once(tmp, path)
+            else:
+                os.replace(tmp, path)
+        finally:
             Path(tmp).unlink(missing_ok=True)
-            raise
         if progress:
             progress(path.stat().st_size)
 
-    def link_file(self, key: str, src: Path) -> None:
+    def link_file(self, key: str, src: Path, sha256: str, signature: tuple[int, int]) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".tmp-{uuid.uuid4().hex}"
         try:
-            os.link(src, path)
-            os.chmod(path, 0o444)
-        except FileExistsError:
-            pass
+            os.link(src, tmp)
         except OSError:  # another file system, or links not allowed: copy
-            self.put_file(key, src)
+            return self.put_file(key, src, sha256=sha256)
+        try:
+            st = os.stat(tmp)
+            if (st.st_size, st.st_mtime_ns) != signature:
+                raise ContentMismatch(f"'{src}' changed while it was being stored.")
+            os.chmod(tmp, 0o444)
+            _commit_once(str(tmp), path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def quarantine(self, key: str) -> str | None:
+        path = self._path(key)
+        aside = self.root / "quarantine" / f"{key.replace('/', '-')}-{time.time_ns()}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:
+            return None
+        return str(aside)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         write_bytes_atomic(self._path(key), data)
@@ -172,6 +219,71 @@ class LocalObjectStore(ObjectStore):
         return keys[:limit] if limit is not None else keys
 
 
+def _commit_once(tmp: str, path: Path) -> None:
+    """Give the finished temp file its content-addressed name unless the name is taken
+    (a blob is written once: the one already there is never replaced)."""
+    with contextlib.suppress(FileExistsError):
+        os.link(tmp, path)
+
+
+class VerifiedReader(io.RawIOBase):
+    """A file (or span) read for an upload, hashed as it is read: the read that completes it
+    raises ContentMismatch when the bytes do not hash to ``sha256``, so an SDK that reads
+    before it sends never commits them. A seek back to the start hashes again."""
+
+    def __init__(
+        self, source: io.RawIOBase | io.BufferedIOBase, size: int, sha256: str, label: str
+    ) -> None:
+        self._source, self.size, self.sha256, self.label = source, size, sha256, label
+        self._digest = hashlib.sha256()
+        self._pos = self._hashed = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def __len__(self) -> int:
+        return self.size
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        self._pos = min(max(base + pos, 0), self.size)
+        if self._pos == 0:
+            self._digest, self._hashed = hashlib.sha256(), 0
+        return self._pos
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self._pos > self._hashed:  # skipped ahead: hash what was skipped
+            at = self._pos
+            self._pos = self._hashed
+            while self._pos < at:
+                self.readinto(bytearray(min(at - self._pos, 1 << 20)))
+        want = min(len(buffer), self.size - self._pos)
+        if want <= 0:
+            self._verify()  # an empty file has no last read to check it on
+            return 0
+        self._source.seek(self._pos)
+        view = memoryview(buffer)[:want]
+        got = self._source.readinto(view) or 0
+        if got == 0:
+            raise ContentMismatch(f"'{self.label}' shrank while it was being stored.")
+        if self._pos == self._hashed:
+            self._digest.update(view[:got])
+            self._hashed += got
+            self._verify()
+        self._pos += got
+        return got
+
+    def _verify(self) -> None:
+        if self._hashed == self.size and self._digest.hexdigest() != self.sha256:
+            raise ContentMismatch(f"'{self.label}' changed while it was being stored.")
+
+
 class BucketObjectStore(ObjectStore):
     """What the cloud adapters share: a bucket, a key prefix inside it, and network manners."""
 
@@ -183,6 +295,7 @@ class BucketObjectStore(ObjectStore):
         self.url = f"{scheme}://{bucket}/{self.prefix}".rstrip("/")
 
     def _key(self, key: str) -> str:
+        check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _where(self, key: str) -> str:

@@ -112,15 +112,21 @@ class S3ObjectStore(BucketObjectStore):
     ) -> None:
         size = span[1] if span else src.stat().st_size
         with self._errors("upload to", key):
-            # One request for a small file or a span (the transfer manager's threads cost more
-            # than they save, and it would hold a span's parts in memory).
-            if size < PART or span:
+            # One request for a blob, a small file or a span (the transfer manager's threads
+            # cost more than they save, and it would hold a span's parts in memory).
+            if size < PART or span or sha256:
                 # With the hash the server verifies the very content address (and botocore
-                # skips its own CRC32: 0.7 s of CPU less per GB).
+                # skips its own CRC32: 0.7 s of CPU per GB); If-None-Match: a blob already
+                # there is never replaced.
                 checks = (
-                    {"ChecksumSHA256": b64encode(bytes.fromhex(sha256)).decode()} if sha256 else {}
+                    {
+                        "ChecksumSHA256": b64encode(bytes.fromhex(sha256)).decode(),
+                        "IfNoneMatch": "*",
+                    }
+                    if sha256
+                    else {}
                 )
-                with open_span(src, span) as body:
+                with open_span(src, span) as body, _already_there_is_fine(bool(sha256)):
                     self.client.put_object(
                         Bucket=self.bucket_name, Key=self._key(key), Body=body, **checks
                     )
@@ -205,6 +211,19 @@ class S3ObjectStore(BucketObjectStore):
                 )
                 notes.append("turned on object versioning")
         return notes
+
+
+@contextmanager
+def _already_there_is_fine(write_once: bool) -> Iterator[None]:
+    """A write-once put whose key exists is refused with 412: the blob is there already."""
+    from botocore.exceptions import ClientError
+
+    try:
+        yield
+    except ClientError as e:
+        code = str(e.response.get("Error", {}).get("Code", ""))
+        if not (write_once and code in ("PreconditionFailed", "412")):
+            raise
 
 
 class _Progress:

@@ -62,10 +62,7 @@ class Store:
         self.objects.put_bytes(key, manifest.to_json())
 
     def get_manifest(self, key: str) -> Manifest:
-        try:
-            return Manifest.from_json(self.objects.get_bytes(key))
-        except (ValueError, KeyError, TypeError) as e:
-            raise StoreError(f"Manifest '{key}' in the store is unreadable: {e}.") from e
+        return Manifest.from_json(self.objects.get_bytes(key), f"Manifest '{key}'")
 
     def delete_manifest(self, key: str) -> None:
         self.objects.delete(key)
