@@ -354,3 +354,11 @@ def test_the_host_assembles_a_sound_tree(host_remote, tmp_path: Path) -> None:  
     assert remote.check(f"cat {target}/latest; stat -c %a {target}/data/a.txt").decode() == (
         "abc640\n"
     )
+
+
+def test_a_repo_file_whose_name_has_a_newline_gets_a_clear_error(project: Project) -> None:
+    project.workflows("workflows:\n  - {name: hi, commands: [echo hi]}\n")
+    (project.root / "notes\nold.txt").write_text("x")
+    done = project.dstack("run", "hi")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "Cannot store 'notes\\nold.txt': file names with control characters" in done.stderr

@@ -19,6 +19,7 @@ from dstack.storage.objects import Meter, Progress
 from dstack.storage.tree import (
     PERMISSIONS,
     TAMPERED,
+    UNSAFE_PATH,
     check_link,
     check_path,
     check_sha,
@@ -219,6 +220,12 @@ def scan_files(
     for rel in rel_paths:
         for path in _walk(os.path.normpath(os.path.join(base, rel))):
             name = path[len(base) + 1 :] if path != base else os.path.basename(path)
+            if UNSAFE_PATH.search(name):
+                raise StoreError(
+                    f"Cannot store '{show(name)}': file names with control characters "
+                    "(newlines, tabs) are not supported.",
+                    hint="rename the file, or leave it out (.gitignore, or the artifact paths)",
+                )
             try:
                 st = os.lstat(path)
                 if stat.S_ISLNK(st.st_mode):
