@@ -18,7 +18,7 @@ def test_add_probes_the_host_and_list_shows_it(
     done = add(project, "loop", sshd_local)
     assert done.returncode == 0, done.stderr
     assert (
-        "Added loop (dstacktest0@127.0.0.1:" in done.stderr
+        f"Added loop ({sshd_local.user}@127.0.0.1:" in done.stderr
         and "Pinned host key SHA256:" in done.stderr
     )
     assert add(project, "h1", sshd_hosts[0]).returncode == 0
@@ -30,8 +30,9 @@ def test_add_probes_the_host_and_list_shows_it(
     loop = hosts["loop"]
     assert loop["status"] == "free" and loop["resources"]["cpus"] == int(sshd_local.ssh("nproc"))
     assert loop["resources"]["memory"] > 0 and loop["resources"]["gpus"] == []
-    assert loop["python"] and loop["home"] == "/home/dstacktest0"
-    assert hosts["h1"]["host"] == "10.200.1.2" and hosts["h1"]["home"] == "/home/dstacktest1"
+    assert loop["python"] and loop["home"] == str(sshd_local.home)
+    h1 = sshd_hosts[0]
+    assert hosts["h1"]["host"] == h1.host and hosts["h1"]["home"] == str(h1.home)
     text = project.dstack("pool", "list", check=True).stdout
     assert "loop" in text and "free" in text and "CPUs" in text
     project.dstack("pool", "remove", "h1", check=True)
@@ -91,3 +92,28 @@ def test_unreachable_host_and_bad_key_are_clear_errors(
     assert json.loads(project.dstack("pool", "list", "--json").stdout) == []
     missing = project.dstack("pool", "remove", "nowhere")
     assert missing.returncode == 1 and "No host named 'nowhere'" in missing.stderr
+
+
+def test_host_and_login_names_an_ssh_command_line_would_misread_are_refused(
+    project: Project, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """rsync hands `user@host` to ssh: a leading '-' would be an option (ProxyCommand runs
+    anything), blanks and quotes split it; refused before any connection is tried."""
+    marker = tmp_path / "ran"
+    proxy = f"-oProxyCommand=touch {marker}"
+    for option, value in (
+        ("--host", proxy),
+        ("--host", "a b"),
+        ("--host", "box;id"),
+        ("--user", proxy),
+        ("--user", "me@box"),
+        ("--user", "it's"),
+    ):
+        args = ["--host", "127.0.0.1", "--user", "me"]
+        args[args.index(option) + 1] = value
+        done = project.dstack("pool", "add", "box", *args, "--port", "1")
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        what = "is not a host name or address" if option == "--host" else "is not a login name"
+        assert what in done.stderr and repr(value) in done.stderr
+    assert not marker.exists()
+    assert json.loads(project.dstack("pool", "list", "--json").stdout) == []

@@ -14,7 +14,10 @@ app = typer.Typer(
 )
 
 
-@app.command(help="Add or replace a secret; without VALUE it is read without echo (or from stdin).")
+@app.command(
+    help="Add or replace a secret; without VALUE it is read without echo, or from stdin "
+    "(all of it: a multi-line key file works; one final newline is dropped)."
+)
 def add(
     name: str = typer.Argument(..., metavar="NAME"),
     value: str | None = typer.Argument(None, metavar="[VALUE]"),
@@ -28,7 +31,7 @@ def add(
 
             value = getpass.getpass(f"Value of {name}: ")
         else:
-            value = sys.stdin.readline().rstrip("\n")
+            value = sys.stdin.read().removesuffix("\n")
     Secrets(open_home()).add(name, value)
     sys.stderr.write(f"Secret '{name}' saved; jobs get it as ${name}.\n")
 

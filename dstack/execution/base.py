@@ -7,46 +7,71 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from dstack.secrets import MASK
+from dstack.errors import SpecError
+from dstack.secrets import MASK, env_name_problem, mask_pieces
 from dstack.storage.manifest import Entry, StatCache
 
-LOG, PID, RC = "log", "pid", "rc"
+LOG, PID, RC, ENV = "log", "pid", "rc", "env.sh"
 
 # Runs the job in its own session; each output line gets the time it was written, and the exit
 # code lands in `rc` atomically. On TERM the job decides how to end (its own traps) while the
 # wrapper and the log loop stay to record its last lines and exit code; KILL ends everything.
-# Secrets arrive in env.sh, which is deleted once read; the values of the variables named in
-# $DSTACK_MASK_VARS are replaced by ****** before a line is stored.
+# Secrets arrive in env.sh (0600), which is deleted once read and before the pid is written:
+# once a job has started, no file on the host holds them, and adopting it needs none. Each
+# piece in DSTACK_MASK_PIECES (an array: never exported to the job) becomes ****** before a
+# line is stored. The wrapper's own variables are DSTACK_*, which no secret may be named.
 # Only bash is needed on the host ($EPOCHREALTIME: bash >= 5, `date` otherwise).
 WRAPPER = """#!/usr/bin/env bash
 trap true TERM INT
-cd {job_dir}
+cd {job_dir} || exit 1
+set -a; . ./{env}; set +a
+rm -f ./{env}
 echo $$ > {pid}
-set -a; . ./env.sh; set +a
-rm -f ./env.sh
 mkdir -p {workdir} && cd {workdir} || exit 1
 bash {job_dir}/job.sh < /dev/null 2>&1 | {{
   trap '' TERM INT
-  while IFS= read -r line || [ -n "$line" ]; do
-    for _v in $DSTACK_MASK_VARS; do line=${{line//"${{!_v}}"/{mask}}}; done
-    printf '%s %s\\n' "${{EPOCHREALTIME:-$(date +%s.%N)}}" "$line"
+  while IFS= read -r DSTACK_LINE || [ -n "$DSTACK_LINE" ]; do
+    for DSTACK_PIECE in "${{DSTACK_MASK_PIECES[@]}}"; do
+      DSTACK_LINE=${{DSTACK_LINE//"$DSTACK_PIECE"/{mask}}}
+    done
+    printf '%s %s\\n' "${{EPOCHREALTIME:-$(date +%s.%N)}}" "$DSTACK_LINE"
   done >> {job_dir}/{log}
 }}
-rc=${{PIPESTATUS[0]}}
-echo "$rc" > {job_dir}/{rc}.tmp && mv {job_dir}/{rc}.tmp {job_dir}/{rc}
-exit "$rc"
+DSTACK_RC=${{PIPESTATUS[0]}}
+echo "$DSTACK_RC" > {job_dir}/{rc}.tmp && mv {job_dir}/{rc}.tmp {job_dir}/{rc}
+exit "$DSTACK_RC"
 """
 
 
 def wrapper_script(job_dir: str, workdir: str) -> str:
     q = shlex.quote
     return WRAPPER.format(
-        job_dir=q(job_dir), workdir=q(workdir), pid=PID, log=LOG, rc=RC, mask=MASK
+        job_dir=q(job_dir), workdir=q(workdir), pid=PID, log=LOG, rc=RC, env=ENV, mask=MASK
     )
 
 
 def env_script(env: dict[str, str]) -> str:
-    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items())
+    """env.sh: one quoted assignment per variable, then the pieces of the values named in
+    $DSTACK_MASK_VARS. A name that is not an identifier, or that would replace what the
+    job's shell needs, is refused here, before anything reaches a shell."""
+    for key, value in env.items():
+        problem = env_name_problem(key)
+        if problem:
+            raise SpecError(
+                f"'{key}' cannot be an environment variable of a job: {problem}.",
+                hint="names are letters, digits and underscores, not starting with a digit; "
+                "PATH, HOME, SHELL, USER and the like are the host's own",
+            )
+        if "\0" in value:
+            raise SpecError(
+                f"The value of environment variable '{key}' holds a NUL byte, "
+                "which no environment can carry.",
+                hint="pass binary data in a file instead",
+            )
+    masked = [env[name] for name in env.get("DSTACK_MASK_VARS", "").split() if name in env]
+    pieces = " ".join(shlex.quote(piece) for piece in mask_pieces(masked))
+    lines = [f"{key}={shlex.quote(value)}\n" for key, value in env.items()]
+    return "".join(lines) + f"DSTACK_MASK_PIECES=({pieces})\n"
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,18 @@ import subprocess
 import time
 from pathlib import Path
 
+from dstack.atomic import write_text_atomic
 from dstack.execution import procs
-from dstack.execution.base import LOG, RC, Executor, JobExit, JobHandle, env_script, wrapper_script
+from dstack.execution.base import (
+    ENV,
+    LOG,
+    RC,
+    Executor,
+    JobExit,
+    JobHandle,
+    env_script,
+    wrapper_script,
+)
 from dstack.home import Home
 from dstack.storage.manifest import Entry, StatCache, materialize, scan_files
 from dstack.storage.store import Store
@@ -47,6 +57,7 @@ class LocalJob(JobHandle):
         code = read_rc(self.job_dir)  # it may have written rc just before exiting
         if code is not None:
             return JobExit(code)
+        forget_env(self.job_dir)  # killed before its wrapper read (and deleted) it
         ret = self.proc.returncode if self.proc is not None else None
         signum = -ret if ret is not None and ret < 0 else None
         reason = (
@@ -73,6 +84,12 @@ class LocalJob(JobHandle):
         procs.signal_group(self.pid, signal.SIGKILL)
         if self.proc is not None:
             self.proc.wait()
+        forget_env(self.job_dir)
+
+
+def forget_env(job_dir: Path) -> None:
+    """Remove the job's env.sh (its secrets) when the wrapper could not: it never ran."""
+    (job_dir / ENV).unlink(missing_ok=True)
 
 
 def free_local_port() -> int:
@@ -110,21 +127,24 @@ class LocalExecutor(Executor):
     def start(self, job_dir: str, workdir: str, script: str, env: dict[str, str]) -> JobHandle:
         folder = Path(job_dir)
         folder.mkdir(parents=True, exist_ok=True)
+        env_text = env_script(env)  # refuses bad names before anything is written
         (folder / "job.sh").write_text(script)
-        env_file = folder / "env.sh"
-        env_file.touch(mode=0o600)
-        env_file.write_text(env_script(env))
         (folder / "wrapper.sh").write_text(
             wrapper_script(str(folder), str(folder / "work" / workdir))
         )
-        proc = subprocess.Popen(
-            ["bash", str(folder / "wrapper.sh")],
-            cwd=folder,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        write_text_atomic(folder / ENV, env_text)  # 0600, whatever an older one had
+        try:
+            proc = subprocess.Popen(
+                ["bash", str(folder / "wrapper.sh")],
+                cwd=folder,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError:
+            forget_env(folder)
+            raise
         return LocalJob(folder, proc.pid, procs.start_time(proc.pid), proc)
 
     def adopt(self, job_dir: str, pid: int, pid_start: int | None) -> JobHandle:

@@ -8,6 +8,7 @@ Artifacts come back the same way: only files whose hash the store lacks are down
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 from dstack.execution.base import (
+    ENV,
     LOG,
     PID,
     RC,
@@ -35,13 +37,15 @@ from dstack.storage.store import Store
 
 q = shlex.quote
 
+# Six NUL-ended fields per file: a name may hold tabs, newlines, anything but NUL.
 _LIST = r"""
 cd "$1" || exit 1; shift
 for p in "$@"; do
   [ -e "$p" ] || [ -L "$p" ] || continue
-  find "$p" \( -type f -o -type l \) -printf '%y\t%s\t%T@\t%m\t%l\t%p\n'
+  find "$p" \( -type f -o -type l \) -printf '%y\0%s\0%T@\0%m\0%l\0%p\0'
 done
 """
+_FIELDS = 6
 _FREE_PORTS = """
 import socket, sys
 socks = [socket.socket() for _ in range(int(sys.argv[1]))]
@@ -53,9 +57,13 @@ _POLL = r"""
 rc() { [ -f "$1/rc" ] && echo "rc $(cat "$1/rc")"; }
 alive() { [ "$(cut -d' ' -f22 "/proc/$2/stat" 2>/dev/null)" = "$3" ] && \
           ! grep -q '^State:.*Z' "/proc/$2/status" 2>/dev/null; }
-# rc is read again after the process is seen gone: it may have ended between the two looks
-rc "$@" || { alive "$@" && echo running; } || rc "$@" || echo gone
+# rc is read again after the process is seen gone: it may have ended between the two looks;
+# a job gone without rc may have been killed before its wrapper deleted env.sh
+rc "$@" || { alive "$@" && echo running; } || rc "$@" || { rm -f "$1/env.sh"; echo gone; }
 """
+# Paths OpenSSH takes verbatim in -i and -o: no blanks (word splitting), no quotes, and no
+# '%' or '$' (it expands %h and ${VAR} in them). Others make rsync give way to SFTP.
+_SSH_PLAIN = re.compile(r"^[\w./+,=@:-]+$")
 
 
 class SSHJob(JobHandle):
@@ -84,7 +92,9 @@ class SSHJob(JobHandle):
             deadline = time.monotonic() + grace
             while self.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.1)
-        self.remote.exec(f"kill -KILL -- -{self.pid} 2>/dev/null")
+        self.remote.exec(
+            f"kill -KILL -- -{self.pid} 2>/dev/null; rm -f {q(self.job_dir + '/' + ENV)}"
+        )
 
 
 class SSHExecutor(Executor):
@@ -128,9 +138,10 @@ class SSHExecutor(Executor):
             self.remote.check("mkdir -p -- " + " ".join(q(f"{job_dir}/work/{p}") for p in paths))
 
     def start(self, job_dir: str, workdir: str, script: str, env: dict[str, str]) -> JobHandle:
+        env_text = env_script(env)  # refuses bad names before anything is written
         self.remote.check(f"mkdir -p {q(job_dir)} && rm -f {q(job_dir)}/{{{PID},{RC},{LOG}}}")
         self.remote.put_bytes(script.encode(), f"{job_dir}/job.sh")
-        self.remote.put_bytes(env_script(env).encode(), f"{job_dir}/env.sh", mode=0o600)
+        self.remote.put_bytes(env_text.encode(), f"{job_dir}/{ENV}", mode=0o600)
         self.remote.put_bytes(
             wrapper_script(job_dir, f"{job_dir}/work/{workdir}").encode(), f"{job_dir}/wrapper.sh"
         )
@@ -145,6 +156,12 @@ class SSHExecutor(Executor):
             f"p=$(cat {PID}); echo \"$p $(cut -d' ' -f22 /proc/$p/stat 2>/dev/null)\""
         )
         pid, _, started = out.decode().strip().partition(" ")
+        if not pid.isdigit():
+            self.remote.exec(f"rm -f {q(job_dir + '/' + ENV)}")
+            raise HostError(
+                f"The job did not start on {self.host.address.label}: its wrapper wrote no pid.",
+                hint=f"check that bash works there and that {job_dir} is writable",
+            )
         return SSHJob(self.remote, job_dir, int(pid), int(started) if started else None)
 
     def adopt(self, job_dir: str, pid: int, pid_start: int | None) -> JobHandle:
@@ -154,10 +171,15 @@ class SSHExecutor(Executor):
         """Artifacts by rsync into a local mirror when both ends have it, else by SFTP."""
         if self.transfer == "auto":
             both = shutil.which("rsync") is not None and self.which("rsync")
-            self.transfer = "rsync" if both else "sftp"
+            self.transfer = "rsync" if both and self._ssh_plain() else "sftp"
         if self.transfer == "rsync":
             return self._collect_rsync(job_dir, paths, cache)
         return self._collect_sftp(job_dir, paths, cache)
+
+    def _ssh_plain(self) -> bool:
+        """Whether the ssh command rsync runs can name our files as they are."""
+        paths = [str(self.known_hosts), self.host.address.identity_file or "."]
+        return all(_SSH_PLAIN.match(path) for path in paths)
 
     def _collect_rsync(self, job_dir: str, paths: list[str], cache: StatCache) -> list[Entry]:
         """rsync moves only changed bytes into a mirror; its files are hashed and hard-linked
@@ -183,20 +205,23 @@ class SSHExecutor(Executor):
         ]
         if address.identity_file:
             ssh += ["-i", address.identity_file, "-o", "IdentitiesOnly=yes"]
-        source = f"{address.user + '@' if address.user else ''}{address.host}:{job_dir}/work/"
+        host = f"[{address.host}]" if ":" in address.host else address.host  # IPv6
+        source = f"{address.user + '@' if address.user else ''}{host}:{job_dir}/work/"
         done = subprocess.run(
             [
                 "rsync",
                 "-a",
                 "-r",
                 "--delete",
+                "--protect-args",  # the remote path goes to rsync as it is, not to a shell
+                "--from0",
                 "--files-from=-",
                 "-e",
                 shlex.join(ssh),
                 source,
                 str(mirror),
             ],
-            input="\n".join(paths) + "\n",
+            input="\0".join(paths) + "\0",
             capture_output=True,
             text=True,
             check=False,
@@ -209,9 +234,8 @@ class SSHExecutor(Executor):
         out = self.remote.check(
             f"bash -c {q(_LIST)} _ {q(job_dir + '/work')} " + " ".join(q(p) for p in paths)
         )
-        listed = [
-            line.split("\t", 5) for line in out.decode().splitlines() if line.count("\t") == 5
-        ]
+        fields = out.decode().split("\0")[:-1]
+        listed = [fields[i : i + _FIELDS] for i in range(0, len(fields) - _FIELDS + 1, _FIELDS)]
         changed = [
             row[5]
             for row in listed
@@ -223,9 +247,9 @@ class SSHExecutor(Executor):
                 b"\0".join(p.encode() for p in changed),
             )
             stat = {row[5]: (row[1], row[2]) for row in listed}
-            for line in sums.decode().splitlines():
-                sha, _, name = line.partition("  ")
-                self._hashes[(job_dir, name)] = (*stat[name], sha)
+            for name, sha in _parse_sums(sums.decode()):
+                if name in stat:
+                    self._hashes[(job_dir, name)] = (*stat[name], sha)
         entries = []
         for kind, size, _, mode, link, path in listed:
             safe_relative(path)
@@ -262,3 +286,20 @@ class SSHExecutor(Executor):
 
     def cleanup(self, job_dir: str) -> None:
         self.remote.exec(f"rm -rf {q(job_dir)}; rmdir {q(job_dir.rsplit('/', 1)[0])} 2>/dev/null")
+
+
+_ESCAPES = {"\\": "\\", "n": "\n", "r": "\r"}
+
+
+def _parse_sums(text: str) -> list[tuple[str, str]]:
+    """(name, sha256) from sha256sum's lines; a line that starts with a backslash has its
+    name escaped (a backslash, newline or carriage return in it)."""
+    pairs = []
+    for line in text.split("\n"):
+        escaped = line.startswith("\\")
+        sha, _, name = line.removeprefix("\\").partition("  ")
+        if escaped:
+            name = re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(1)), name)
+        if sha:
+            pairs.append((name, sha))
+    return pairs

@@ -41,22 +41,24 @@ class PythonEnvProvider(Provider):
         return {"DSTACK_VENV_ID": hashlib.sha256(material.encode()).hexdigest()[:16]}
 
     def env_lines(self, wf: JobSpec, host: HostContext) -> list[str]:
-        python = interpreter(wf)
+        q = shlex.quote
+        python = q(interpreter(wf))
         lines = ["set -e", *wf.setup]
         if not wf.requirements and not self.packages:
             return [*lines, f"PY={python}"]
-        venv = f'{host.venv_cache}/"$DSTACK_VENV_ID"'
-        sources = ([f"-r {shlex.quote(wf.requirements)}"] if wf.requirements else []) + [
-            shlex.quote(p) for p in self.packages
+        cache = q(host.venv_cache)
+        venv = f'{cache}/"$DSTACK_VENV_ID"'
+        sources = ([f"-r {q(wf.requirements)}"] if wf.requirements else []) + [
+            q(p) for p in self.packages
         ]
         what = " and ".join(filter(None, [wf.requirements, " ".join(self.packages)]))
         return [
             *lines,
-            f"mkdir -p {host.venv_cache}",
+            f"mkdir -p {cache}",
             f"exec 9>{venv}.lock",
             "flock 9",
             f"if [ ! -f {venv}/.dstack-ready ]; then",
-            f'  echo "dstack: building the Python environment from {what}"',
+            f"  echo {q(f'dstack: building the Python environment from {what}')}",
             f"  rm -rf {venv}",
             f"  {python} -m venv {venv}",
             f"  {venv}/bin/python -m pip install --disable-pip-version-check -q {' '.join(sources)}",

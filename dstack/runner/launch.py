@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dstack import secrets
 from dstack.execution import procs
 from dstack.home import Home
 from dstack.runner.inputs import external_inputs
@@ -43,6 +44,7 @@ def prepare(
     """Everything that can be refused is refused here, before a run exists."""
     plan = plan_run(home.root / "cache" / "plans", repo, workflow, tokens)
     check_plan(plan, repo, home, state, placement)
+    secrets.job_env(home)  # a secret stored under a name no job can be given is refused now
     tags = open_tags(state, store)
     for job in plan.jobs:
         external_inputs(state, tags, job.spec)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import fcntl
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dstack.errors import DstackError
+from dstack.errors import DstackError, SpecError
 
 if TYPE_CHECKING:
     from fabric import Connection
@@ -22,13 +23,35 @@ class HostKeyError(HostError):
     """The host's key is not the one pinned when it was added."""
 
 
+# A host name or address and a login name, as ssh and rsync take them on a command line:
+# nothing that a shell, ssh's option parser or its %-tokens would read as more than a name.
+_HOST = re.compile(r"^(?!-)[A-Za-z0-9_.:\[\]-]+$")
+_USER = re.compile(r"^(?!-)[A-Za-z0-9_.-]+\$?$")
+
+
 @dataclass(frozen=True)
 class HostAddress:
+    """How to reach a host; a host or user that is not a plain name is refused on creation."""
+
     name: str
     host: str
     port: int = 22
     user: str | None = None
     identity_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _HOST.match(self.host):
+            raise SpecError(
+                f"Host '{self.name}': {self.host!r} is not a host name or address.",
+                hint="give a name like gpu1.example.com or an address like 10.0.0.5",
+            )
+        if self.user is not None and not _USER.match(self.user):
+            raise SpecError(
+                f"Host '{self.name}': {self.user!r} is not a login name.",
+                hint="login names are letters, digits, '.', '_' and '-', not starting with '-'",
+            )
+        if not 0 < self.port < 65536:
+            raise SpecError(f"Host '{self.name}': port {self.port} is not a TCP port (1-65535).")
 
     @property
     def label(self) -> str:
