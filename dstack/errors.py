@@ -68,3 +68,18 @@ class CloudError(DstackError):
 
 class RunStateError(DstackError):
     """The run's status does not allow the operation (e.g. tagging a running run)."""
+
+
+def describe(error: BaseException) -> str:
+    """One sentence for an expected error, to record as the reason something failed: a
+    DstackError's message, or what an OSError says and on which file (a full disk says so)."""
+    if isinstance(error, DstackError):
+        return error.message.rstrip(".")
+    if isinstance(error, OSError):
+        import errno
+
+        where = f": {error.filename}" if error.filename else ""
+        if error.errno == errno.ENOSPC:
+            return f"no space left on this machine{where}"
+        return f"{error.strerror or error}{where}"
+    return f"{type(error).__name__}: {error}"

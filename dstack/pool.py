@@ -4,6 +4,7 @@ to jobs so that two runs never share a slot, even from two dstack processes at o
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ from dstack.ssh.connect import HostAddress
 from dstack.ssh.probe import HostFacts
 from dstack.state.db import State
 from dstack.state.records import IN_ACTIVE
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -159,8 +162,11 @@ def add_host(
 
 
 def sync_config_hosts(home: Home, state: State) -> None:
-    """Hosts listed in config.yaml join the pool on first use, pinned and probed like `pool add`."""
+    """Hosts listed in config.yaml join the pool on first use, pinned and probed like `pool add`.
+    One that cannot be reached now is left out with a warning and tried again next time: the
+    other hosts stay usable."""
     from dstack.config import ssh_settings
+    from dstack.ssh.connect import HostError
 
     pool = {h.name: h for h in Pool(state).hosts()}
     for item in ssh_settings(home).hosts:
@@ -168,4 +174,7 @@ def sync_config_hosts(home: Home, state: State) -> None:
         address = HostAddress(item.name, item.host, item.port, item.user, key)
         have = pool.get(item.name)
         if have is None or have.address != address or have.slots != item.slots:
-            add_host(home, state, address, item.slots, replace=have is not None, repin=False)
+            try:
+                add_host(home, state, address, item.slots, replace=have is not None, repin=False)
+            except HostError as e:
+                log.warning("host %s from config.yaml was not added: %s", item.name, e.message)

@@ -8,17 +8,20 @@ does not have; records of finished runs are cached, since they never change agai
 from __future__ import annotations
 
 import json
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from dstack.atomic import write_text_atomic
-from dstack.errors import NotFoundError, RunStateError
+from dstack.errors import NotFoundError, RunStateError, StoreError
 from dstack.home import Home
 from dstack.state.db import State
-from dstack.state.records import FINAL
-from dstack.storage.store import Store
+from dstack.state.records import ACTIVE, FINAL
+from dstack.storage.store import Store, run_key
 from dstack.tags import TagBook, manifests_by_job, who
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,13 +70,59 @@ def publish_run(state: State, store: Store, name: str) -> None:
     store.put_run(record)
 
 
-def _from_record(data: dict[str, Any]) -> SharedRun:
-    fields = SharedRun.__dataclass_fields__
-    return SharedRun(**{k: v for k, v in data.items() if k in fields})
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "workflow": (str,),
+    "status": (str,),
+    "created_at": (int, float),
+    "finished_at": (int, float, type(None)),
+    "exit_code": (int, type(None)),
+    "tag": (str, type(None)),
+    "owner": (str,),
+    "manifests": (dict,),
+}
+
+
+def record_problem(key: str, data: object) -> str | None:
+    """What is wrong with a run record read from the store under ``key`` (a teammate's home
+    wrote it, or anyone with write access to the bucket): None when it can be used."""
+    if not isinstance(data, dict):
+        return f"is a JSON {type(data).__name__}, not an object"
+    for name, types in _FIELDS.items():
+        if name not in data:
+            return f"has no '{name}'"
+        value = data[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            return f"has a {type(value).__name__} as '{name}'"
+    if data["status"] not in (*FINAL, *ACTIVE):
+        return f"has an unknown status {data['status']!r:.40}"
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in data["manifests"].items()):
+        return "has manifests that are not names of jobs and keys"
+    if run_key(data["name"]) != key:
+        return f"names another run ({data['name']!r:.60})"
+    return None
+
+
+def parse_record(key: str, raw: bytes) -> SharedRun:
+    """The run recorded under ``key``; a StoreError naming the key when it is not valid."""
+    try:
+        data = json.loads(raw)
+    except ValueError as e:
+        why: str | None = f"is not JSON ({e})"
+    else:
+        why = record_problem(key, data)
+    if why is not None:
+        raise StoreError(
+            f"The run record {key} in the store {why}.",
+            hint="it was damaged or written by something else than dstack; a teammate's "
+            "dstack publishes it again when that run is re-run, or remove the object",
+        )
+    return SharedRun(**{k: data[k] for k in _FIELDS})
 
 
 def shared_runs(home: Home, state: State, store: Store) -> list[SharedRun]:
-    """Runs in the store that this home did not start (none in this home's private store)."""
+    """Runs in the store that this home did not start (none in this home's private store).
+    A record that is not valid is skipped with a warning naming its key."""
     if not store.shared:
         return []
     mine = state.run_names()
@@ -82,34 +131,46 @@ def shared_runs(home: Home, state: State, store: Store) -> list[SharedRun]:
         return []
     cache_path = home.root / "cache" / "shared-runs.json"
     try:
-        cache: dict[str, dict[str, Any]] = json.loads(cache_path.read_text())
+        cache: dict[str, Any] = json.loads(cache_path.read_text())
     except (FileNotFoundError, ValueError):
         cache = {}
-    fetch = [n for n in names if n not in cache]
+    if not isinstance(cache, dict):
+        cache = {}
+    found: dict[str, SharedRun] = {
+        n: _from_cache(cache[n])
+        for n in names
+        if n in cache and not record_problem(run_key(n), cache[n])
+    }
+    fetch = [n for n in names if n not in found]
     if fetch:
         with ThreadPoolExecutor(store.objects.parallelism) as pool:
-            for name, data in zip(fetch, pool.map(store.get_run, fetch), strict=True):
-                if data is not None:
-                    cache[name] = data
-        finals = {n: d for n, d in cache.items() if d.get("status") in FINAL and n in names}
+            raws = pool.map(lambda n: store.objects.get_bytes(run_key(n)), fetch)
+            for name, raw in zip(fetch, raws, strict=True):
+                try:
+                    found[name] = parse_record(run_key(name), raw)
+                except StoreError as e:
+                    log.warning("%s Skipped it.", e.message)
+        finals = {n: r.to_dict() for n, r in found.items() if r.finished}
         write_text_atomic(cache_path, json.dumps(finals))
-    return [_from_record(cache[n]) for n in names if n in cache]
+    return [found[n] for n in names if n in found]
+
+
+def _from_cache(data: dict[str, Any]) -> SharedRun:
+    return SharedRun(**{k: data[k] for k in _FIELDS})
 
 
 def find_run(state: State, store: Store, name: str) -> SharedRun:
     """A run of this home, else one in the store."""
     if state.has_run(name):
         return local_run(state, name)
-    data = store.get_run(name)
-    if data is None:
+    if not store.objects.exists(run_key(name)):
         try:
             state.run(name)
         except NotFoundError as e:  # did-you-mean over this home's runs
             raise NotFoundError(
                 f"No run named '{name}' here or in the store {store.url}.", hint=e.hint
             ) from None
-    assert data is not None
-    return _from_record(data)
+    return parse_record(run_key(name), store.objects.get_bytes(run_key(name)))
 
 
 def open_tags(state: State, store: Store) -> TagBook:

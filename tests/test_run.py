@@ -173,3 +173,101 @@ def test_cached_plan_follows_every_change_to_the_workflow_files(project: Project
         cached.write_text("{damaged")
     assert project.dstack("run", "v", "--x", "three", check=True).stdout == "three\n"
     assert project.dstack("run", "v", check=True).stdout == "two\n"
+
+
+def test_detached_run_writes_its_lifecycle_to_the_run_log(project: Project) -> None:
+    from conftest import wait_for
+
+    project.workflows("""
+        workflows:
+          - name: bg
+            commands: [mkdir -p out, echo made > out/r.txt, echo hello]
+            artifacts: [out]
+    """)
+    project.dstack("run", "bg", "-d", check=True)
+    run = project.last_run()["name"]
+    wait_for(lambda: project.last_run()["status"] == "done", 60)
+    log = (project.home / "runs" / run / "dstack.log").read_text()
+    for step in (
+        f"runs {run} (target bg)",
+        "bg: placed on ",
+        "bg: started, pid ",
+        "bg: exited with code 0",
+        f"bg: sealed 1 files as manifests/{run}/bg.json",
+        f"saved 1 files (5B) of bg to {(project.home / 'store').as_uri()}",
+        f"run {run} done (exit code 0)",
+    ):
+        assert step in log, (step, log)
+    assert " INFO dstack.runner." in log and "hello" not in log, "dstack's own records only"
+
+
+def _bug_plugin(site: Path) -> None:
+    """A provider whose script() raises an exception dstack cannot expect, quoting a token."""
+    site.mkdir()
+    (site / "bug_provider.py").write_text(
+        "from dstack.providers.base import Provider\n"
+        "class BugProvider(Provider):\n"
+        "    name = 'bug'\n"
+        "    def script(self, wf, host):\n"
+        "        raise ZeroDivisionError('token s3cr3t-value and second-line-of-key')\n"
+    )
+    info = site / "bug_provider-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bug-provider\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[dstack.providers]\nbug = bug_provider:BugProvider\n")
+
+
+def test_unexpected_error_ends_with_one_line_naming_the_log(
+    project: Project, tmp_path: Path
+) -> None:
+    import os
+
+    _bug_plugin(tmp_path / "site")
+    env = project.env(
+        PYTHONPATH=f"{tmp_path / 'site'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    )
+    project.dstack("secrets", "add", "TOKEN", "s3cr3t-value", check=True)
+    project.dstack("secrets", "add", "KEY", "first-line\nsecond-line-of-key", check=True)
+    project.workflows("workflows:\n  - {name: b, provider: bug, commands: [x]}\n")
+    done = project.dstack("run", "b", env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    run = project.last_run()["name"]
+    log = project.home / "runs" / run / "dstack.log"
+    last = done.stderr.splitlines()[-1]
+    assert last == (
+        f"dstack: unexpected error: ZeroDivisionError: token ****** and ******; details in {log}"
+    ), done.stderr
+    assert "s3cr3t" not in done.stderr + log.read_text() and "second-line" not in log.read_text()
+    text = log.read_text()
+    assert "Traceback" in text and "raise ZeroDivisionError" in text and "bug_provider.py" in text
+    job = project.inspect(run)["jobs"][0]
+    assert project.last_run()["status"] == "failed", "the run is not left running"
+    assert job["error"].startswith("unexpected error in dstack: ZeroDivisionError: token ******")
+    assert "s3cr3t" not in project.dstack("inspect", run, "--json", check=True).stdout
+    debug = project.dstack("--debug", "run", "b", env=env)
+    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+    assert "s3cr3t" not in debug.stderr
+
+
+def test_unexpected_error_before_a_run_exists_goes_to_the_home_log(
+    project: Project, tmp_path: Path
+) -> None:
+    import os
+
+    site = tmp_path / "site"
+    info = site / "crash_provider-1.0.dist-info"
+    info.mkdir(parents=True)
+    (site / "crash_provider.py").write_text("raise ZeroDivisionError('broken at import')\n")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: crash-provider\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[dstack.providers]\ncrash = crash_provider:X\n")
+    project.workflows("workflows:\n  - {name: c, provider: crash, commands: [x]}\n")
+    project.dstack("ps", check=True)  # the home exists
+    env = project.env(PYTHONPATH=f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    done = project.dstack("run", "c", env=env)
+    log = project.home / "dstack.log"
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == (
+        f"dstack: unexpected error: ZeroDivisionError: broken at import; details in {log}\n"
+    )
+    text = log.read_text()
+    assert "`dstack run c` failed" in text and "crash_provider.py" in text and "Traceback" in text

@@ -61,3 +61,15 @@ def test_ps_shows_active_and_recent_runs_in_80_columns(project: Project) -> None
     assert len(project.dstack("ps", "-a", check=True).stdout.splitlines()) == 13
     empty = Project(project.root, project.home.parent / "other-home")
     assert "No runs yet" in empty.dstack("ps", check=True).stderr
+
+
+def test_debug_prints_debug_logs_and_tracebacks_on_stderr(project: Project) -> None:
+    assert "--debug" in project.dstack("--help", check=True).stdout
+    quiet = project.dstack("ps", check=True)
+    assert "DEBUG" not in quiet.stderr
+    loud = project.dstack("--debug", "ps", check=True)
+    assert f"DEBUG dstack.cli.common: DSTACK_HOME {project.home}" in loud.stderr
+    missing = project.dstack("--debug", "logs", "no-such-run")
+    assert missing.returncode == 1 and "Error: No run named 'no-such-run'" in missing.stderr
+    assert "Traceback" in missing.stderr, "--debug shows where even a user error came from"
+    assert "Traceback" not in project.dstack("logs", "no-such-run").stderr

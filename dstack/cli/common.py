@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sys
 import time
@@ -11,9 +12,12 @@ from typing import Any
 from dstack.home import Home, open_home
 from dstack.state.db import State
 
+log = logging.getLogger(__name__)
+
 
 def open_state() -> tuple[Home, State]:
     home = open_home()
+    log.debug("DSTACK_HOME %s, state database %s", home.root, home.db_path)
     return home, State(home)
 
 

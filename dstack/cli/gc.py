@@ -1,20 +1,31 @@
 """`dstack gc`: find and destroy cloud stacks whose run is no longer alive (its supervisor was
-killed, its machine lost power, a teardown failed), so nothing keeps costing money."""
+killed, its machine lost power, a teardown failed), so nothing keeps costing money; and remove
+the temporary files that killed processes left in the local store and caches."""
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Any
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from dstack.cli.common import age, print_json, table
 
+if TYPE_CHECKING:
+    from dstack.home import Home
+
+TEMP_PREFIXES = (".tmp-", ".dstack-")  # what the store and the blob cache write before a rename
+TEMP_AGE = 600.0  # seconds unchanged before a temporary file counts as left behind
+
 
 def register(app: typer.Typer) -> None:
     app.command(
         help="Destroy the cloud stacks of runs that are no longer alive (a killed dstack, a "
-        "failed teardown); --dry-run only lists them."
+        "failed teardown) and remove temporary files that killed processes left behind "
+        "(unchanged for 10 minutes); --dry-run only lists them."
     )(gc)
 
 
@@ -28,6 +39,7 @@ def gc(
 
     home, state = open_state()
     recover(home, state)  # a run whose supervisor died is finished (or resumed) first
+    _remove_temp_files(home, dry_run)
     found = orphans(state)
     if as_json:
         print_json(found)
@@ -77,4 +89,52 @@ def orphans(state: Any) -> list[dict[str, Any]]:
                 "why": why + (f"; {stack.error}" if stack.error else ""),
             }
         )
+    return found
+
+
+def _remove_temp_files(home: Home, dry_run: bool) -> None:
+    leftovers = temp_files(home, TEMP_AGE)
+    if not leftovers:
+        return
+    size = 0
+    for path in leftovers:
+        try:
+            size += path.stat().st_size
+            if not dry_run:
+                path.unlink()
+        except FileNotFoundError:  # renamed or removed meanwhile
+            continue
+    from dstack.spec.sizes import format_size
+
+    verb = "Would remove" if dry_run else "Removed"
+    sys.stderr.write(
+        f"{verb} {len(leftovers)} temporary file{'s' if len(leftovers) != 1 else ''} "
+        f"({format_size(size)}) left by killed dstack processes.\n"
+    )
+
+
+def temp_files(home: Home, older_than: float) -> list[Path]:
+    """Temporary files in the local store (wherever its folder is) and in DSTACK_HOME/cache
+    unchanged for ``older_than`` seconds: a live process keeps writing, or renames, its own."""
+    from dstack.config import store_location
+
+    roots = [home.store_dir, home.root / "cache"]
+    location = store_location(home)
+    if location is not None and location.url and location.url.startswith("file://"):
+        from dstack.storage.location import split_url
+
+        roots.append(Path(split_url(location.url)[2]))
+    cutoff = time.time() - older_than
+    found = []
+    for root in dict.fromkeys(roots):
+        for folder, _, names in os.walk(root):
+            for name in names:
+                if not name.startswith(TEMP_PREFIXES):
+                    continue
+                path = Path(folder) / name
+                try:
+                    if path.lstat().st_mtime < cutoff:
+                        found.append(path)
+                except FileNotFoundError:
+                    continue
     return found

@@ -27,7 +27,15 @@ def init(
     profile: str | None = typer.Option(None, "--profile", help="AWS profile (s3:// only)"),
     project: str | None = typer.Option(None, "--project", help="Google Cloud project (gs://)"),
     account: str | None = typer.Option(None, "--account", help="Azure storage account (az://)"),
+    reset_state: bool = typer.Option(
+        False,
+        "--reset-state",
+        help="Move a damaged state database aside (state.db.corrupt-TIME) and start a fresh one",
+    ),
 ) -> None:
+    if reset_state:
+        _reset_state()
+        return
     from dstack.cli.common import open_state
     from dstack.storage.check import check_store, save_store_settings
 
@@ -46,3 +54,19 @@ def init(
     where = settings.url or f"{home.store_dir} (local)"
     done = "; ".join(notes) if notes else "already there"
     sys.stderr.write(f"Store: {where}: {done}; read, write, list and delete work.\n")
+
+
+def _reset_state() -> None:
+    """The way back from a damaged state.db; a healthy one is left alone."""
+    from dstack.home import open_home
+    from dstack.state.db import reset_state
+
+    home = open_home()
+    aside = reset_state(home)
+    if aside is None:
+        sys.stderr.write(f"The state database {home.db_path} is healthy; nothing was moved.\n")
+        return
+    sys.stderr.write(
+        f"Moved the damaged state database to {aside} and started a fresh one.\n"
+        "This home's earlier local runs are no longer listed; artifacts in the store are kept.\n"
+    )

@@ -6,10 +6,15 @@ import atexit
 import gc as collector
 import os
 import sys
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
+from dstack import logs_setup
 from dstack.cli import artifacts, gc, init, offers, plan, pool, runs, secrets, tags, views
+
+if TYPE_CHECKING:
+    from dstack.errors import DstackError
 
 app = typer.Typer(
     name="dstack",
@@ -33,26 +38,54 @@ app.add_typer(secrets.app, name="secrets")
 app.add_typer(pool.app, name="pool")
 
 
+@app.callback()
+def _options(
+    debug: bool = typer.Option(
+        False,
+        "--debug",
+        help="Print debug logs to stderr, and the traceback of an error (also DSTACK_DEBUG=1)",
+    ),
+) -> None:
+    if debug:
+        logs_setup.configure(debug=True)
+        os.environ["DSTACK_DEBUG"] = "1"  # a detached supervisor started from here logs so too
+
+
 def main() -> None:
-    """Console entry point: user errors print one paragraph and exit non-zero; --debug shows more."""
+    """Console entry point: user errors print one paragraph and exit non-zero; an unexpected
+    error prints one line naming the log that holds its traceback; --debug shows more."""
     _tune_gc()
-    debug = "--debug" in sys.argv or os.environ.get("DSTACK_DEBUG") == "1"
-    if "--debug" in sys.argv:
-        sys.argv.remove("--debug")
+    logs_setup.configure(debug=os.environ.get("DSTACK_DEBUG") == "1")
     from dstack.errors import DstackError
 
     try:
         app()
     except DstackError as e:
-        if debug:
-            raise
-        sys.stderr.write(f"Error: {e.message}\n")
-        if e.hint:
-            sys.stderr.write(f"Hint: {e.hint}\n")
-        sys.exit(e.exit_code)
+        _user_error(e)
     except KeyboardInterrupt:
         sys.stderr.write("Interrupted.\n")
         sys.exit(130)
+    except Exception as e:  # the one place an error nobody expected ends: never swallowed
+        from dstack.state.db import damaged_state
+
+        known = damaged_state(e)
+        if known is not None:
+            _user_error(known)
+        details = logs_setup.record_unexpected(e)
+        if logs_setup.debug_enabled():
+            logs_setup.show_traceback(e)
+        sys.stderr.write(logs_setup.unexpected_line(e, details) + "\n")
+        sys.exit(1)
+
+
+def _user_error(e: DstackError) -> NoReturn:
+    """One paragraph: the message and what to do next (and the traceback with --debug)."""
+    if logs_setup.debug_enabled():
+        logs_setup.show_traceback(e)
+    sys.stderr.write(f"Error: {e.message}\n")
+    if e.hint:
+        sys.stderr.write(f"Hint: {e.hint}\n")
+    sys.exit(e.exit_code)
 
 
 def _tune_gc() -> None:

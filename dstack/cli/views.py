@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,9 @@ if TYPE_CHECKING:
     from dstack.home import Home
     from dstack.sharing import SharedRun
     from dstack.state.db import State
+    from dstack.storage.store import Store
 
+log = logging.getLogger(__name__)
 JSON = typer.Option(False, "--json", help="Print JSON instead of a table")
 
 
@@ -40,7 +43,7 @@ def ps(
 ) -> None:
     from dstack.backends.ledger import Ledger
     from dstack.runner.recover import recover
-    from dstack.sharing import SharedRun, shared_runs
+    from dstack.sharing import SharedRun
     from dstack.storage.store import Store
     from dstack.tags import who
 
@@ -54,7 +57,7 @@ def ps(
         )
         for r in state.runs(include_finished=all_runs)
     ]
-    runs = _recent(runs + shared_runs(home, state, store), all_runs)
+    runs = _recent(runs + _teammates_runs(home, state, store), all_runs)
     if as_json:
         print_json([{k: v for k, v in r.to_dict().items() if k != "manifests"} for r in runs])
         return
@@ -82,6 +85,18 @@ def ps(
             f"{left} cloud stack{'s' if left > 1 else ''} of ended runs may still cost money: "
             "see `dstack gc --dry-run`.\n"
         )
+
+
+def _teammates_runs(home: Home, state: State, store: Store) -> list[SharedRun]:
+    """The store's runs of other homes; an unreachable store costs one warning, not the list."""
+    from dstack.errors import StoreError
+    from dstack.sharing import shared_runs
+
+    try:
+        return shared_runs(home, state, store)
+    except StoreError as e:
+        log.warning("%s; showing this home's runs only.", e.message.rstrip("."))
+        return []
 
 
 def _recent(runs: list[SharedRun], all_runs: bool, recent: int = 10) -> list[SharedRun]:
@@ -113,18 +128,16 @@ def _local_run(home: Home, state: State, run_name: str) -> None:
     """Logs live with the home that ran the job: a teammate's run gets a clear refusal."""
     from dstack.errors import NotFoundError
 
-    try:
-        state.run(run_name)
-    except NotFoundError:
-        from dstack.storage.store import Store
+    if state.has_run(run_name):
+        return
+    from dstack.sharing import find_run
+    from dstack.storage.store import Store
 
-        shared = Store.open(home).get_run(run_name)
-        if shared is None:
-            raise
-        raise NotFoundError(
-            f"Run {run_name} is {shared.get('owner')}'s: its logs are on their machine.",
-            hint=f"its artifacts are here: dstack artifacts list {run_name}",
-        ) from None
+    shared = find_run(state, Store.open(home), run_name)
+    raise NotFoundError(
+        f"Run {run_name} is {shared.owner}'s: its logs are on their machine.",
+        hint=f"its artifacts are here: dstack artifacts list {run_name}",
+    )
 
 
 def attach(run_name: str = typer.Argument(..., metavar="RUN")) -> None:

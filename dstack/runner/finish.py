@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from dstack.config import ssh_settings
+from dstack.errors import DstackError, describe
 from dstack.execution.base import LOG, Executor, JobExit
 from dstack.home import Home
+from dstack.logs_setup import masker
 from dstack.sharing import publish_run
 from dstack.spec.jobspec import JobSpec
 from dstack.state.db import State
@@ -15,19 +19,23 @@ from dstack.state.records import JobRecord
 from dstack.storage.manifest import Manifest, StatCache
 from dstack.storage.store import Store, artifact_key
 
+log = logging.getLogger(__name__)
+
 
 def seal_artifacts(
     store: Store, executor: Executor, job: JobRecord, complete: bool, cache: StatCache
-) -> str | None:
-    """Store every artifact file of the job and write its manifest; partial when not complete."""
+) -> tuple[str, Manifest] | None:
+    """Store every artifact file of the job and write its manifest; partial when not complete.
+    Its key and the manifest, or None when the job declares no artifacts."""
     wf = JobSpec.from_dict(job.spec)
     if not wf.artifacts or not job.job_dir:
         return None
     paths = [a.path for a in wf.artifacts]
     entries = executor.collect(job.job_dir, paths, cache)
     key = artifact_key(job.run_name, job.workflow)
-    store.put_manifest(key, Manifest(entries, "complete" if complete else "partial", paths))
-    return key
+    manifest = Manifest(entries, "complete" if complete else "partial", paths)
+    store.put_manifest(key, manifest)
+    return key, manifest
 
 
 def mirror_log(home: Home, executor: Executor, job: JobRecord) -> Path:
@@ -52,32 +60,52 @@ def finish_job(
     result: JobExit,
     stopped: bool,
     cache: StatCache,
-) -> str:
-    """Seal the artifacts and the log, free the host, then record the final status."""
+) -> tuple[str, Manifest | None]:
+    """Seal the artifacts and the log, free the host, then record the final status; the status
+    and the sealed manifest. Whatever fails here (the store down, a full disk, an unreadable
+    file) fails the job with the reason recorded, and its files are left where they are."""
     from dstack.pool import Pool
 
     ok = result.code == 0 and not stopped
-    manifest = seal_artifacts(store, executor, job, ok, cache)
-    mirror_log(home, executor, job)
-    if job.job_dir and not ssh_settings(home).keep_run_dirs:
-        executor.cleanup(job.job_dir)
+    problems: list[str] = []
+    sealed: tuple[str, Manifest] | None = None
+    try:
+        sealed = seal_artifacts(store, executor, job, ok, cache)
+    except (DstackError, OSError) as e:
+        where = f"; its files are still in {job.job_dir}" if job.job_dir else ""
+        problems.append(f"its artifacts could not be saved: {describe(e)}{where}")
+    try:
+        mirror_log(home, executor, job)
+    except (DstackError, OSError) as e:
+        problems.append(f"its log could not be copied from the host: {describe(e)}")
+    if job.job_dir and not problems and not ssh_settings(home).keep_run_dirs:
+        try:
+            executor.cleanup(job.job_dir)
+        except (DstackError, OSError) as e:
+            log.warning("could not remove %s on its host: %s", job.job_dir, describe(e))
     Pool(state).release(job.run_name, job.workflow)
-    status = "done" if ok else "stopped" if stopped else "failed"
-    error = (
+    status = "done" if ok and not problems else "stopped" if stopped else "failed"
+    reason = (
         None
         if ok
         else result.reason or ("stopped" if stopped else f"exited with code {result.code}")
     )
+    error = masker(home)("; ".join([*([reason] if reason else []), *problems])) or None
+    # Unsealed, a job keeps the manifest its artifacts were saved to while it ran, if any.
+    sealed_key: dict[str, Any] = {"manifest": sealed[0]} if sealed else {}
     state.update_job(
         job.run_name,
         job.workflow,
         status=status,
         exit_code=result.code,
         finished_at=time.time(),
-        manifest=manifest,
         error=error,
+        **sealed_key,
     )
-    return status
+    if sealed:
+        log.info("%s: sealed %d files as %s", job.workflow, len(sealed[1].entries), sealed[0])
+    log.info("%s: %s%s", job.workflow, status, f" ({error})" if error else "")
+    return status, sealed[1] if sealed else None
 
 
 def fail_pending(state: State, job: JobRecord, reason: str, status: str = "failed") -> None:
@@ -108,5 +136,10 @@ def finish_run(
         codes = [j.exit_code for j in [target_job, *failed] if j.exit_code not in (None, 0)]
         code = codes[0] if codes else 1
     state.finish_run(run_name, status, code)
-    publish_run(state, store, run_name)
+    try:
+        publish_run(state, store, run_name)
+    except (DstackError, OSError) as e:  # teammates see it late; this home has it all
+        log.warning(
+            "run %s ended, but its record could not be published: %s", run_name, describe(e)
+        )
     return status, code

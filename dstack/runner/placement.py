@@ -3,6 +3,7 @@ run allows (--backend, --host) and by each job's minimum resources."""
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from dstack.spec.jobspec import JobSpec
 from dstack.state.db import State
 
 LOCAL = "local"
+REACH_TIMEOUT = 3.0
 
 
 @dataclass(frozen=True)
@@ -63,3 +65,14 @@ def fitting(spec: JobSpec, found: list[Candidate]) -> list[Candidate]:
         f"No host fits workflow '{spec.name}':\n{reasons}",
         hint="lower 'resources' in the workflow, or add a bigger server to the pool",
     )
+
+
+def unreachable(host: PoolHost, timeout: float = REACH_TIMEOUT) -> str | None:
+    """Why the host's SSH port does not answer, or None when it does. A TCP connection only
+    (a millisecond on a LAN), so that a job goes to another host instead of spending the
+    SSH client's minute of reconnecting on a host that is down."""
+    try:
+        with socket.create_connection((host.address.host, host.address.port), timeout):
+            return None
+    except OSError as e:
+        return e.strerror or str(e) or type(e).__name__

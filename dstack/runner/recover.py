@@ -8,6 +8,7 @@ jobs never started fail. Every view calls this first; it costs one query when no
 
 from __future__ import annotations
 
+import logging
 import time
 
 from dstack.errors import DstackError
@@ -18,6 +19,8 @@ from dstack.state.records import RunRecord
 from dstack.storage.store import Store
 
 STARTUP_GRACE = 10.0
+
+log = logging.getLogger(__name__)
 
 
 def _supervised(run: RunRecord) -> bool:
@@ -33,40 +36,51 @@ def recover(home: Home, state: State, store: Store | None = None) -> None:
     for run in state.active_runs():
         if _supervised(run):
             continue
-        from dstack.execution.factory import executor_of_job
-        from dstack.runner.finish import fail_pending, finish_job, finish_run
-        from dstack.storage.manifest import StatCache
+        from dstack.logs_setup import run_log
 
         store = store or Store.open(home)
-        cache = StatCache()
-        still_running = False
-        for job in state.jobs(run.name):
-            if job.finished:
-                continue
-            if job.status == "running" and job.pid and job.job_dir:
-                try:
-                    executor = executor_of_job(home, store, state, job.record, patient=False)
-                except DstackError as e:  # its cloud host was torn down: the job ended there
-                    fail_pending(state, job, f"its host is gone: {e}")
-                    continue
-                try:
-                    try:
-                        result = executor.adopt(job.job_dir, job.pid, job.pid_start).poll()
-                    except DstackError:  # its host does not answer now: a new supervisor retries
-                        result = None
-                    if result is None:
-                        still_running = True
-                        continue
-                    finish_job(
-                        home, state, store, executor, job, result, bool(run.stop_request), cache
-                    )
-                finally:
-                    executor.close()
-            elif job.status in ("submitted", "waiting"):
-                fail_pending(state, job, "the supervisor ended before the job started")
-        if not still_running:
-            finish_run(state, store, run.name, run.workflow, stopped=bool(run.stop_request))
-        elif state.claim_supervision(run.name, run.supervisor_pid, run.supervisor_start):
-            from dstack.runner.launch import start_detached
+        with run_log(home, run.name):
+            log.info("the supervisor of run %s is gone; this process takes over", run.name)
+            _recover_run(home, state, store, run)
 
-            start_detached(home, state, run.name, no_cache=False)
+
+def _recover_run(home: Home, state: State, store: Store, run: RunRecord) -> None:
+    """Finish what ended; start a new supervisor when a job still runs."""
+    from dstack.execution.factory import executor_of_job
+    from dstack.runner.finish import fail_pending, finish_job, finish_run
+    from dstack.storage.manifest import StatCache
+
+    cache = StatCache()
+    still_running = False
+    for job in state.jobs(run.name):
+        if job.finished:
+            continue
+        if job.status == "running" and job.pid and job.job_dir:
+            try:
+                executor = executor_of_job(home, store, state, job.record, patient=False)
+            except DstackError as e:  # its cloud host was torn down: the job ended there
+                fail_pending(state, job, f"its host is gone: {e.message}")
+                continue
+            try:
+                try:
+                    result = executor.adopt(job.job_dir, job.pid, job.pid_start).poll()
+                except DstackError as e:  # its host does not answer now: a new supervisor retries
+                    log.info("%s: its host does not answer (%s)", job.workflow, e.message)
+                    result = None
+                if result is None:
+                    still_running = True
+                    continue
+                log.info("%s: ended with code %d", job.workflow, result.code)
+                finish_job(home, state, store, executor, job, result, bool(run.stop_request), cache)
+            finally:
+                executor.close()
+        elif job.status in ("submitted", "waiting"):
+            fail_pending(state, job, "the supervisor ended before the job started")
+    if not still_running:
+        status, code = finish_run(state, store, run.name, run.workflow, bool(run.stop_request))
+        log.info("run %s %s (exit code %d)", run.name, status, code)
+    elif state.claim_supervision(run.name, run.supervisor_pid, run.supervisor_start):
+        from dstack.runner.launch import start_detached
+
+        log.info("a job of run %s still runs: starting a new supervisor", run.name)
+        start_detached(home, state, run.name, no_cache=False)

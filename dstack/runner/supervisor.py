@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -22,17 +23,18 @@ from dstack import secrets
 from dstack.backends.ledger import Ledger, StackRecord
 from dstack.backends.teardown import teardown
 from dstack.config import CloudLimits, cloud_limits
-from dstack.errors import ResourceError
+from dstack.errors import DstackError, ResourceError, describe
 from dstack.execution import procs
 from dstack.execution.base import LOG, Executor, JobExit, JobHandle
 from dstack.execution.factory import executor_of_job, ssh_executor
 from dstack.home import Home
+from dstack.logs_setup import masker, run_log, run_log_path
 from dstack.pool import Pool
 from dstack.providers.base import HostContext, get_provider
 from dstack.runner.finish import fail_pending, finish_job, finish_run, mirror_log
 from dstack.runner.inputs import Input, external_inputs, upstream_inputs
 from dstack.runner.logs import LogReader, format_line
-from dstack.runner.placement import candidates, fitting
+from dstack.runner.placement import candidates, fitting, unreachable
 from dstack.runner.ports import announce, forward_ports, save_access
 from dstack.sharing import open_tags, tag_run
 from dstack.spec.jobspec import JobSpec
@@ -42,8 +44,12 @@ from dstack.state.db import State
 from dstack.state.records import JobRecord, RunRecord
 from dstack.storage.manifest import Manifest, StatCache
 from dstack.storage.store import Store, artifact_key
+from dstack.storage.tree import final_tree
 
 LIVE_SYNC_INTERVAL = 0.5
+DOWN_FOR = 30.0  # an unreachable pool host is tried again after this many seconds
+
+log = logging.getLogger(__name__)
 
 
 class StopRequested(Exception):
@@ -83,6 +89,8 @@ class Supervisor:
         self.opened: list[Executor] = []
         self.creating: dict[str, Future[Executor]] = {}  # cloud hosts being created, by job
         self.threads: ThreadPoolExecutor | None = None
+        self.down: dict[str, float] = {}  # unreachable pool hosts: when to try each again
+        self.sync_failing: set[str] = set()  # jobs whose live sync fails (warned once)
 
     # the loop ---------------------------------------------------------------------------
 
@@ -95,14 +103,17 @@ class Supervisor:
             supervisor_pid=os.getpid(),
             supervisor_start=procs.start_time(os.getpid()),
         )
+        log.info("supervisor %d runs %s (target %s)", os.getpid(), self.run_name, run.workflow)
         self._adopt_running()
+        crash: BaseException | None = None
         try:
             self._loop(run)
         except (KeyboardInterrupt, StopRequested):
             self._stop_all(abort=self.stopping == "abort")
-        except BaseException:
-            self._stop_all(abort=True)
-            raise
+        except BaseException as e:  # recorded as the jobs' failure, then raised again
+            crash, failure = e, self._failure(e)
+            log.error("run %s failed: %s", self.run_name, failure, extra={"file_only": True})
+            self._stop_all(abort=True, failure=failure)
         finally:
             signal.signal(signal.SIGTERM, previous)
             self.forwards.close()
@@ -115,9 +126,21 @@ class Supervisor:
         status, code = finish_run(
             self.state, self.store, self.run_name, run.workflow, self.stopping is not None
         )
+        log.info("run %s %s (exit code %d)", self.run_name, status, code)
+        if crash is not None:
+            raise crash
         if status == "done" and run.tag:
             self._tag(run.tag)
         return code
+
+    def _failure(self, error: BaseException) -> str:
+        """The reason recorded on the jobs when the supervisor itself fails (secrets masked)."""
+        if isinstance(error, DstackError | OSError):
+            return masker(self.home)(f"dstack could not go on: {describe(error)}")
+        return masker(self.home)(
+            f"unexpected error in dstack: {type(error).__name__}: {error} "
+            f"(details in {run_log_path(self.home, self.run_name)})"
+        )
 
     def _adopt_running(self) -> None:
         """Take over jobs an earlier supervisor of this run started (a resumed run)."""
@@ -197,9 +220,10 @@ class Supervisor:
             if not is_target and not self.no_cache and self._reuse(job, key):
                 return True
             return self._launch(run, job, spec, inputs, manifests, key)
-        except Exception as e:  # a job that cannot start fails alone, with the reason recorded
-            fail_pending(self.state, job, f"could not start: {e}")
-            self._note(f"{job.workflow} could not start: {e}")
+        except (DstackError, OSError) as e:  # a job that cannot start fails alone, with the reason
+            reason = masker(self.home)(describe(e))
+            fail_pending(self.state, job, f"could not start: {reason}")
+            self._note(f"{job.workflow} could not start: {reason}")
             return True
 
     def _cache_key(self, run: RunRecord, job: JobRecord, manifests: dict[str, Manifest]) -> str:
@@ -239,12 +263,28 @@ class Supervisor:
             return self._cloud_host(run, job, stack)
         wants_gpu = bool(spec.resources.gpu and spec.resources.gpu.count)
         fits = fitting(spec, candidates(self.home, self.state, run.placement, wants_gpu))
+        busy: list[str] = []
         for candidate in fits:
             if candidate.host is None:
                 return self.executor
-            if Pool(self.state).claim(candidate.host, self.run_name, job.workflow):
+            if self.down.get(candidate.name, 0.0) > time.monotonic():
+                continue
+            if not Pool(self.state).claim(candidate.host, self.run_name, job.workflow):
+                busy.append(candidate.name)
+                continue
+            why = unreachable(candidate.host)
+            if why is None:
                 return self._keep(ssh_executor(self.home, self.store, self.state, candidate.name))
-        self._wait(run, job, "a free host", ", ".join(c.name for c in fits) + " busy")
+            Pool(self.state).release(self.run_name, job.workflow)
+            self.down[candidate.name] = time.monotonic() + DOWN_FOR
+            log.warning("pool host %s is unreachable (%s); trying the others", candidate.name, why)
+        if not busy:
+            raise ResourceError(
+                f"No host that fits workflow '{spec.name}' answers: "
+                + ", ".join(c.name for c in fits),
+                hint="see `dstack pool list`; start the host again, or remove it from the pool",
+            )
+        self._wait(run, job, "a free host", ", ".join(busy) + " busy")
         return None
 
     def _cloud_host(self, run: RunRecord, job: JobRecord, stack: StackRecord) -> Executor | None:
@@ -300,7 +340,12 @@ class Supervisor:
             ex = self._place(run, job, spec)
             if ex is None:
                 return False
+            log.info("%s: placed on %s (%s)", job.workflow, ex.host_name(), ex.backend)
             self._launch_on(ex, run, job, spec, inputs, manifests, key)
+            started = self.running[job.workflow]
+            log.info(
+                "%s: started, pid %s in %s", job.workflow, started.handle.pid, started.job.job_dir
+            )
             return True
         except BaseException:
             Pool(self.state).release(self.run_name, job.workflow)
@@ -321,11 +366,10 @@ class Supervisor:
         provider.check_host(spec, ex.which)
         job_dir = ex.job_dir(self.run_name, job.workflow)
         snapshot = self.store.get_manifest(run.snapshot["key"]).entries
-        ex.place(job_dir, snapshot)
-        files = {e.path: e.sha256 for e in snapshot}
-        for item in inputs:
-            ex.place(job_dir, manifests[item.manifest].entries)
-            files |= {e.path: e.sha256 for e in manifests[item.manifest].entries}
+        # The job's whole tree is checked before any of it is written (links across inputs).
+        tree = final_tree([snapshot, *(manifests[item.manifest].entries for item in inputs)])
+        ex.place(job_dir, tree)
+        files = {e.path: e.sha256 for e in tree}
         ex.make_dirs(job_dir, [a.path for a in spec.artifacts])
         ports = ex.free_ports(max(spec.ports, provider.ports))
         env = {k: (v if v is not None else os.environ.get(k, "")) for k, v in spec.env.items()}
@@ -415,6 +459,20 @@ class Supervisor:
             return b""
 
     def _sync_live(self, item: Running) -> None:
+        """Save `mount: true` artifacts; when that fails (the store down, a full disk) the job
+        goes on, and sealing it at its end says whether its files could be saved."""
+        try:
+            self._save_mounts(item)
+        except (DstackError, OSError) as e:
+            if item.job.workflow not in self.sync_failing:
+                self.sync_failing.add(item.job.workflow)
+                log.warning(
+                    "saving %s's artifacts while it runs failed: %s", item.job.workflow, describe(e)
+                )
+        else:
+            self.sync_failing.discard(item.job.workflow)
+
+    def _save_mounts(self, item: Running) -> None:
         mounts = [a.path for a in item.spec.artifacts if a.mount]
         if not mounts or not item.job.job_dir:
             return
@@ -432,33 +490,40 @@ class Supervisor:
         lines = [*item.log.feed(self._read_log(item)), *item.log.close()]
         for _, text in lines:
             self._say(item.job.workflow, text)
-        status = finish_job(
+        log.info(
+            "%s: exited with code %d%s",
+            item.job.workflow,
+            result.code,
+            f" ({result.reason})" if result.reason else "",
+        )
+        status, manifest = finish_job(
             self.home, self.state, self.store, item.executor, item.job, result, stopped, self.cache
         )
         del self.running[item.job.workflow]
-        self._say_saved(item.job.workflow)
+        if manifest is not None:
+            self._say_saved(item.job.workflow, manifest)
         item.executor.close()  # before its host goes away
         self._teardown(item.job.workflow)
-        if status == "failed" and self.prefix_lines:
-            self._note(
-                f"{item.job.workflow} failed ({result.reason or f'exit code {result.code}'})"
+        if status == "failed":
+            error = next(
+                j.error for j in self.state.jobs(self.run_name) if j.workflow == item.job.workflow
             )
+            if self.prefix_lines or error != (result.reason or f"exited with code {result.code}"):
+                self._note(f"{item.job.workflow} failed ({error})")
 
-    def _say_saved(self, workflow: str) -> None:
+    def _say_saved(self, workflow: str, manifest: Manifest) -> None:
         """Where the job's artifacts went: the user should not have to guess."""
-        job = next(j for j in self.state.jobs(self.run_name) if j.workflow == workflow)
-        if job.manifest is None or self.notes is None:
-            return
-        manifest = self.store.get_manifest(job.manifest)
         self._note(
             f"saved {len(manifest.entries)} files ({format_size(manifest.total_size)}) of "
             f"{workflow} to {self.store.url}"
             + ("" if manifest.state == "complete" else f" ({manifest.state})")
         )
 
-    def _stop_all(self, abort: bool) -> None:
-        """Stop every running job (TERM, then KILL; a second Ctrl-C kills at once)."""
-        self.stopping = self.stopping or ("abort" if abort else "stop")
+    def _stop_all(self, abort: bool, failure: str | None = None) -> None:
+        """Stop every running job (TERM, then KILL; a second Ctrl-C kills at once). With
+        ``failure`` (the supervisor itself failed) the jobs fail with that reason instead."""
+        if failure is None:
+            self.stopping = self.stopping or ("abort" if abort else "stop")
         if self.running:
             self._note(
                 "stopping "
@@ -470,9 +535,20 @@ class Supervisor:
                 item.handle.stop(abort=abort)
             except KeyboardInterrupt:
                 item.handle.stop(abort=True)
-            self._finish(item, item.handle.poll() or JobExit(130, "stopped"), stopped=True)
+            except (DstackError, OSError) as e:
+                log.warning("could not stop %s: %s", item.job.workflow, describe(e))
+            try:
+                result = item.handle.poll() or JobExit(130, "stopped")
+            except (DstackError, OSError) as e:
+                result = JobExit(255, f"its end could not be seen: {describe(e)}")
+            if failure is not None:
+                result = JobExit(result.code or 1, failure)
+            self._finish(item, result, stopped=failure is None)
         for job in self.state.jobs(self.run_name):
-            fail_pending(self.state, job, "the run was stopped", status="stopped")
+            if failure is None:
+                fail_pending(self.state, job, "the run was stopped", status="stopped")
+            else:
+                fail_pending(self.state, job, failure)
 
     def _await_creating(self) -> None:
         """Hosts still being created must be finished (or failed) before they are destroyed:
@@ -497,14 +573,15 @@ class Supervisor:
         """Destroy the job's cloud host, if it has one (waits through Ctrl-C)."""
         stack = Ledger(self.state).of_job(self.run_name, workflow)
         if stack is not None:
+            log.info("%s: tearing down its cloud host %s", workflow, stack.name)
             teardown(self.home, self.state, stack.name, self._note)
 
     def _tag(self, tag: str) -> None:
         try:
             tag_run(self.state, self.store, tag, self.run_name)
             self._note(f"tagged the run as '{tag}'")
-        except Exception as e:
-            self._note(f"the run succeeded but could not be tagged: {e}")
+        except DstackError as e:
+            self._note(f"the run succeeded but could not be tagged: {e.message}")
 
     def _say(self, workflow: str, text: str) -> None:
         """A line of job output, prefixed with its job's name when the run has several."""
@@ -515,7 +592,9 @@ class Supervisor:
             self.out.flush()
 
     def _note(self, text: str) -> None:
-        """dstack's own messages go to stderr, so stdout carries only the jobs' output."""
+        """dstack's own messages go to stderr, so stdout carries only the jobs' output; they
+        are in the run's log too (the only place a detached supervisor's notes go)."""
+        log.info("%s", text)
         if self.notes is not None:
             self.notes.write(f"dstack: {text}\n")
             self.notes.flush()
@@ -531,8 +610,9 @@ def supervise(
     """Run the supervisor for ``run_name`` on this machine; returns the run's exit code."""
     from dstack.execution.local import LocalExecutor
 
-    state = State(home)
-    store = Store.open(home)
-    return Supervisor(
-        home, state, store, LocalExecutor(home, store), run_name, out, notes, no_cache
-    ).run()
+    with run_log(home, run_name):
+        state = State(home)
+        store = Store.open(home)
+        return Supervisor(
+            home, state, store, LocalExecutor(home, store), run_name, out, notes, no_cache
+        ).run()

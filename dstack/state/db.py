@@ -8,6 +8,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from dstack.errors import HomeError, NotFoundError, RunStateError
@@ -107,6 +108,46 @@ _NOUNS = (
 
 
 RESUMING = -1  # supervisor_pid while a new supervisor for a run is being started
+RESET_COMMAND = "dstack init --reset-state"
+_DAMAGED = ("file is not a database", "malformed", "database corrupt")
+
+
+def _damaged(path: Path, error: sqlite3.DatabaseError) -> HomeError:
+    return HomeError(
+        f"The state database {path} is damaged ({error}).",
+        hint=f"move it aside and start a fresh one with `{RESET_COMMAND}` (the damaged file "
+        "is kept next to it; runs shared through a bucket store stay listed)",
+    )
+
+
+def damaged_state(error: BaseException) -> HomeError | None:
+    """The clear error for a database found damaged while in use, else None."""
+    if isinstance(error, sqlite3.DatabaseError) and any(m in str(error) for m in _DAMAGED):
+        from dstack.home import home_path
+
+        return _damaged(home_path() / "state.db", error)
+    return None
+
+
+def reset_state(home: Home) -> Path | None:
+    """Move a damaged state database (and its WAL files) aside and create a fresh one; where
+    the damaged one went, or None when it is healthy and nothing was moved."""
+    try:
+        conn = sqlite3.connect(home.db_path)
+        try:
+            if conn.execute("PRAGMA quick_check").fetchone()[0] == "ok":
+                return None
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        pass  # damaged: move it aside
+    aside = home.db_path.with_name(f"state.db.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    for suffix in ("", "-wal", "-shm"):
+        source = home.db_path.with_name(f"state.db{suffix}")
+        if source.exists():
+            source.replace(aside.with_name(aside.name + suffix))
+    State(home).close()
+    return aside
 
 
 def _new_run_name() -> str:
@@ -131,6 +172,8 @@ class State:
                 f"Cannot open the state database {home.db_path}: {e}.",
                 hint="check that DSTACK_HOME is writable and not on a network share",
             ) from e
+        except sqlite3.DatabaseError as e:  # not a database at all (garbage, truncated)
+            raise _damaged(home.db_path, e) from e
 
     def _create_schema(self) -> None:
         self._use_wal()
