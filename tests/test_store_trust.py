@@ -362,3 +362,27 @@ def test_a_repo_file_whose_name_has_a_newline_gets_a_clear_error(project: Projec
     done = project.dstack("run", "hi")
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "Cannot store 'notes\\nold.txt': file names with control characters" in done.stderr
+
+
+def test_an_up_to_date_job_whose_blobs_were_lost_runs_again(project: Project) -> None:
+    project.workflows(
+        """
+        workflows:
+          - name: produce
+            commands: [mkdir -p out, echo weights > out/w.txt]
+            artifacts: [out]
+          - name: consume
+            depends-on: [produce]
+            commands: [cat out/w.txt]
+        """
+    )
+    project.dstack("run", "consume", check=True)
+    stored = project.home / "store" / blob_key(hashlib.sha256(b"weights\n").hexdigest())
+    os.chmod(stored, 0o644)
+    stored.write_bytes(b"tampered\n")
+    failed = project.dstack("run", "consume")
+    assert failed.returncode != 0 and "quarantine" in failed.stderr + failed.stdout
+    healed = project.dstack("run", "consume")
+    assert healed.returncode == 0, healed.stderr
+    assert healed.stdout.endswith("weights\n")
+    assert "missing from the store: running it again" in healed.stderr

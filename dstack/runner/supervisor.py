@@ -238,6 +238,13 @@ class Supervisor:
         earlier = self.state.cached_job(key)
         if earlier is None:
             return False
+        lost = self._lost_blobs(earlier.manifest)
+        if lost:  # e.g. a corrupt blob was quarantined: running it again stores them again
+            self._note(
+                f"{job.workflow} is up to date, but {lost} of its saved files are missing "
+                f"from the store: running it again"
+            )
+            return False
         self.state.update_job(
             self.run_name,
             job.workflow,
@@ -254,6 +261,14 @@ class Supervisor:
             f"{job.workflow} is up to date, reusing run {earlier.run_name} (--no-cache re-runs it)"
         )
         return True
+
+    def _lost_blobs(self, manifest_key: str | None) -> int:
+        """How many blobs of an earlier job's artifacts the store no longer has."""
+        if manifest_key is None:
+            return 0
+        entries = self.store.get_manifest(manifest_key).entries
+        wanted = {c for e in entries if e.link is None for c in (e.chunks or (e.sha256,))}
+        return len(self.store.blobs.missing(wanted))
 
     def _place(self, run: RunRecord, job: JobRecord, spec: JobSpec) -> Executor | None:
         """The executor of the job's cloud host, or of the first fitting own host with a free
