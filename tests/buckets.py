@@ -7,15 +7,16 @@ permissions are real refusals by a real server.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from conftest import wait_for
 from sshd import free_port
 
 BIN = Path(sys.executable).parent
@@ -28,16 +29,16 @@ AZURITE_KEY = (
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def accepts() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
+                return True
         except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{what} did not open port {port} in {timeout} s")
+            return False
+
+    wait_for(accepts, timeout, interval=0.1, what=f"{what} opening port {port}")
 
 
 class Service:
@@ -56,6 +57,16 @@ class Service:
 
 class SeaweedS3(Service):
     """`weed mini` with its S3 gateway on ``self.port``."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], ports: dict[str, int]) -> None:
+        super().__init__(proc, ports["s3"])
+        self.ports = ports  # all of them: its unix sockets are named after them
+
+    def stop(self) -> None:
+        super().stop()
+        for port in self.ports.values():  # left behind in /tmp, one per port
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
 
     @property
     def endpoint(self) -> str:
@@ -103,8 +114,8 @@ def start_seaweedfs(workdir: Path) -> SeaweedS3:
             }
         )
     )
-    names = ["s3", "master", "master.port.grpc", "volume", "volume.port.grpc", "filer"]
-    names += ["filer.port.grpc", "admin", "admin.port.grpc", "webdav", "debug"]
+    names = ["s3", "s3.port.grpc", "master", "master.port.grpc", "volume", "volume.port.grpc"]
+    names += ["filer", "filer.port.grpc", "admin", "admin.port.grpc", "webdav", "debug"]
     ports = {name: free_port() for name in names}
     flags = [f"-{n if n.endswith('grpc') else n + '.port'}={p}" for n, p in ports.items()]
     command = [
@@ -116,12 +127,15 @@ def start_seaweedfs(workdir: Path) -> SeaweedS3:
         "-admin.ui=false",
         "-webdav=false",
         f"-s3.config={config}",
+        "-master.telemetry=false",
+        "-s3.port.iceberg=0",  # fixed default ports otherwise: two servers would collide
+        "-s3.port.lance=0",
         *flags,
     ]
     (workdir / "data").mkdir(exist_ok=True)
     log = open(workdir / "weed.log", "wb")  # noqa: SIM115 - the server outlives this function
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-    server = SeaweedS3(proc, ports["s3"])
+    server = SeaweedS3(proc, ports)
     _wait_port(server.port, proc, "SeaweedFS")
     _wait_s3_ready(server)
     return server
@@ -129,16 +143,18 @@ def start_seaweedfs(workdir: Path) -> SeaweedS3:
 
 def _wait_s3_ready(server: SeaweedS3, timeout: float = 60) -> None:
     """The S3 port opens before the filer behind it answers: wait for a real listing."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     client = server.client()
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def lists() -> bool:
         try:
             client.list_buckets()
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+            return True
+        except (BotoCoreError, ClientError):
+            return False
+
+    wait_for(lists, timeout, interval=0.2, what="SeaweedFS answering S3 requests")
 
 
 class Azurite(Service):
@@ -152,18 +168,24 @@ class Azurite(Service):
 
 
 def azurite_binary() -> Path:
-    """Azurite from npm (3.35: later releases need Node 22), installed once per machine."""
+    """Azurite from npm (3.35: later releases need Node 22), installed once per machine; two
+    test sessions never install into the folder at once."""
     binary = AZURITE_DIR / "node_modules" / ".bin" / "azurite-blob"
-    if not binary.exists():
-        AZURITE_DIR.mkdir(parents=True, exist_ok=True)
-        npm = shutil.which("npm")
-        if npm is None:
-            raise RuntimeError("the Azure tests need npm (Node.js) to install Azurite")
-        subprocess.run(
-            [npm, "install", "--silent", "--no-audit", "--no-fund", "azurite@3.35"],
-            cwd=AZURITE_DIR,
-            check=True,
-        )
+    AZURITE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(AZURITE_DIR.parent / "azurite.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not binary.exists():
+            npm = shutil.which("npm")
+            if npm is None:
+                raise RuntimeError(
+                    "the Azure tests need npm (Node.js) to install Azurite: "
+                    "run `bash tests/system-deps.sh`"
+                )
+            subprocess.run(
+                [npm, "install", "--silent", "--no-audit", "--no-fund", "azurite@3.35"],
+                cwd=AZURITE_DIR,
+                check=True,
+            )
     return binary
 
 

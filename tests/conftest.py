@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -10,8 +11,12 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from sshd import SSHServer
 
 # Started in the background by a non-interactive shell, pytest inherits SIGINT ignored, and so
 # would every dstack process it starts: the Ctrl-C tests need the terminal's default back.
@@ -123,6 +128,17 @@ workflows:
 """
 
 
+def meet(folder: Path, me: str, other: str, within: int = 60) -> str:
+    """A job command that shows two jobs run at the same time, without timing them: it marks
+    its arrival in ``folder``, waits up to ``within`` seconds for the other's mark, and prints
+    'met OTHER' only if it came. Jobs run one after the other never meet."""
+    mine, theirs = shlex.quote(f"{folder}/{me}"), shlex.quote(f"{folder}/{other}")
+    return (
+        f"touch {mine}; for i in $(seq {within * 10}); do [ -e {theirs} ] && break; "
+        f"sleep 0.1; done; [ -e {theirs} ] && echo met {other}"
+    )
+
+
 def written_at(project: Project, run: str) -> float:
     """When LIVE_MOUNT's job wrote its checkpoint file (epoch seconds)."""
     path = project.home / "runs" / run / "live" / "work" / "ckpt" / "written-at"
@@ -130,16 +146,21 @@ def written_at(project: Project, run: str) -> float:
 
 
 def wait_for(
-    predicate: Callable[[], object], timeout: float = 10, interval: float = 0.05
+    predicate: Callable[[], object],
+    timeout: float = 10,
+    interval: float = 0.05,
+    what: str = "condition",
 ) -> object:
-    """Poll until ``predicate`` returns something truthy; fail the test on timeout."""
+    """Poll until ``predicate`` returns something truthy and return it; fail on timeout.
+    The one way tests and fixtures wait: on a condition, with a deadline."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         value = predicate()
         if value:
             return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout} s")
         time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 @pytest.fixture
@@ -148,8 +169,8 @@ def waiter() -> Iterator[Callable[..., object]]:
 
 
 @pytest.fixture(scope="session")
-def sshd_local() -> Iterator[object]:
-    """A real OpenSSH server on 127.0.0.1 with its own throw-away user."""
+def sshd_local() -> Iterator[SSHServer]:
+    """A real OpenSSH server on 127.0.0.1 with its own throw-away user (removed after)."""
     from sshd import make_server
 
     server = make_server("local", "dstacktest0")
@@ -158,23 +179,27 @@ def sshd_local() -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
-def sshd_hosts() -> Iterator[list[object]]:
-    """Two more servers, each in its own network namespace with its own address and user."""
-    from sshd import add_netns, del_netns, make_server
+def sshd_hosts() -> Iterator[list[SSHServer]]:
+    """Two more servers, each in its own network namespace with its own /24 address and user;
+    the names carry this session's tag (sshd.SESSION), and all of it is removed after."""
+    from sshd import Namespace, add_netns, make_server
 
-    servers = []
+    servers: list[SSHServer] = []
+    spaces: list[Namespace] = []
     try:
         for index in (1, 2):
-            address = add_netns(f"dstack-h{index}", index)
+            spaces.append(add_netns(index))
             servers.append(
-                make_server(f"h{index}", f"dstacktest{index}", address, netns=f"dstack-h{index}")
+                make_server(
+                    f"h{index}", f"dstacktest{index}", spaces[-1].inside, netns=spaces[-1].name
+                )
             )
         yield servers
     finally:
         for server in servers:
             server.stop()
-        for index in (1, 2):
-            del_netns(f"dstack-h{index}", index)
+        for space in spaces:
+            space.delete()
 
 
 @pytest.fixture(scope="session")

@@ -1,20 +1,20 @@
 """The cloud lifecycle end to end: `dstack run` records, previews, confirms, creates, runs the
 job over real SSH, and destroys, against the stand-in `pulumi` (tests/standin/pulumi).
 
-The stand-in's "VM" is a real sshd in a network namespace (10.200.1.2:22): `up` installs the
+The stand-in's "VM" is a real sshd in a network namespace (its own /24): `up` installs the
 run's key there as cloud-init would and `destroy` removes it, so the job really runs through
 the SSH executor on the address the stack reports. Failures are injected per step."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import ipaddress
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -36,13 +36,19 @@ def gpu_workflow(project: Project, *commands: str) -> None:
     project.workflows(GPU_JOB.format(commands=", ".join(json.dumps(c) for c in commands)))
 
 
+def network(server: SSHServer) -> ipaddress.IPv4Network:
+    """The /24 the namespace host's address is in (the test session chose a free one)."""
+    return ipaddress.IPv4Network(f"{server.host}/24", strict=False)
+
+
 @pytest.fixture
 def cloud(project: Project, sshd_hosts: list[SSHServer]) -> Project:
-    """A project whose config allows AWS, with the stand-in `pulumi` first on PATH."""
+    """A project whose config allows AWS from the host's /24, with the stand-in `pulumi` first
+    on PATH."""
     host = sshd_hosts[0]
     project.home.mkdir(parents=True, exist_ok=True)
     (project.home / "config.yaml").write_text(
-        "backends:\n  aws:\n    allowed_cidr: 10.200.0.0/16\n    max_instances: 1\n"
+        f"backends:\n  aws:\n    allowed_cidr: {network(host)}\n    max_instances: 1\n"
     )
     project.extra_env = {
         "PATH": f"{STANDIN}:{os.environ['PATH']}",
@@ -112,7 +118,7 @@ def test_gpu_job_runs_on_a_created_host_and_its_stack_is_destroyed(
     assert "train: aws g4dn.xlarge in us-east-1, 1x T4" in review
     assert "$0.526/h; at most $12.62" in review
     assert "+ aws:ec2/securityGroup:SecurityGroup" in review
-    assert "from: 10.200.0.0/16" in review, "SSH is open only to the configured range"
+    assert f"from: {network(sshd_hosts[0])}" in review, "SSH is open only to the configured range"
     assert "key: <this run's key>" in review
     assert max(len(line) for line in review.splitlines()) <= 80, review
     assert verbs(cloud) == ["preview", "up", "destroy", "rm"]
@@ -202,7 +208,8 @@ def test_gc_destroys_the_stack_of_a_killed_supervisor(
     with sqlite3.connect(cloud.home / "state.db") as db:
         (pid,) = db.execute("SELECT supervisor_pid FROM runs WHERE name = ?", (run,)).fetchone()
     os.kill(pid, signal.SIGKILL)
-    time.sleep(3)  # the job ends on the host meanwhile; nothing tears its stack down
+    rc = sshd_hosts[0].home / ".dstack" / "runs" / run / "train" / "rc"
+    wait_for(rc.exists, 60, what="the job ending on the host")  # nothing tears its stack down
     listed = cloud.dstack("gc", "--dry-run", "--json", check=True)
     found = json.loads(listed.stdout)
     assert [(s["stack"], s["status"]) for s in found] == [(f"dstack-{run}-train", "up")]
@@ -290,8 +297,7 @@ def test_ctrl_c_at_each_lifecycle_step_leaves_no_stack(
     gpu_workflow(cloud, "echo ran")
     cloud.extra_env["STANDIN_SLOW"] = slow
     proc = ctrl_c_run(cloud)
-    wait_for(lambda: step_seen in verbs(cloud), 60)
-    time.sleep(0.5)
+    wait_for(lambda: f"slow {step_seen}" in calls(cloud), 60, what=f"the stand-in in {step_seen}")
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=90)
     assert "Traceback" not in err
@@ -304,12 +310,15 @@ def test_ctrl_c_at_each_lifecycle_step_leaves_no_stack(
         assert "still tearing down" in err
 
 
-def test_plan_previews_with_the_engine_when_pulumi_is_there(cloud: Project) -> None:
+def test_plan_previews_with_the_engine_when_pulumi_is_there(
+    cloud: Project, sshd_hosts: list[SSHServer]
+) -> None:
     gpu_workflow(cloud, "echo hi")
     report = json.loads(cloud.dstack("plan", "train", "--json", check=True).stdout)
     assert report["preview"] == "engine"
     by_type = {r["type"]: r["inputs"] for r in report["jobs"][0]["resources"]}
-    assert by_type["aws:ec2/securityGroup:SecurityGroup"]["from"] == "<your address>/32"
+    rule = by_type["aws:ec2/securityGroup:SecurityGroup"]["from"]
+    assert rule == str(network(sshd_hosts[0])), "the configured allowed_cidr, as the stack gets it"
     assert by_type["aws:ec2/keyPair:KeyPair"]["key"] == "<per-run key>"
     assert verbs(cloud) == ["preview", "rm"], "a throw-away stack, removed"
     assert stacks_left(cloud) == []
@@ -373,7 +382,7 @@ def test_a_host_that_never_answers_ssh_is_given_up_and_destroyed(
     config = cloud.home / "config.yaml"
     config.write_text(config.read_text() + "    boot_timeout: 3\n")
     gpu_workflow(cloud, "echo never")
-    cloud.extra_env["STANDIN_ADDRESS"] = "10.200.1.99"  # nobody answers there
+    cloud.extra_env["STANDIN_ADDRESS"] = str(network(sshd_hosts[0])[99])  # nobody answers there
     done = cloud.dstack("run", "train", "-y")
     assert done.returncode == 1
     assert "did not answer SSH within 3 s" in done.stderr
@@ -381,31 +390,45 @@ def test_a_host_that_never_answers_ssh_is_given_up_and_destroyed(
     assert_torn_down(cloud, sshd_hosts[0])
 
 
+# Each racer says it is ready (dstack imported), then waits for the start signal.
+RACER = (
+    "import os, sys, time; from pathlib import Path; from dstack.home import Home; "
+    "from dstack.backends.automation import passphrase_file\n"
+    "home, go, ready = map(Path, sys.argv[1:])\n"
+    "ready.touch()\n"
+    "deadline = time.monotonic() + 60\n"
+    "while not go.exists() and time.monotonic() < deadline:\n"
+    "    time.sleep(0.0005)\n"
+    "print(passphrase_file(Home(home)).read_text().strip())"
+)
+
+
+def race_for_passphrase(home: Path, folder: Path, racers: int) -> list[str]:
+    """Start ``racers`` processes on one new home at the same moment; their passphrases."""
+    go, ready = folder / "go", [folder / f"ready{i}" for i in range(racers)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(home), str(go), str(flag)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for flag in ready
+    ]
+    wait_for(lambda: all(f.exists() for f in ready), 60, what="every racer ready")
+    go.touch()
+    results = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * racers, [err for _, err in results]
+    return [out.strip() for out, _ in results]
+
+
 def test_dstack_processes_starting_at_once_agree_on_one_passphrase(tmp_path: Path) -> None:
     """The stack secrets' passphrase is made by whichever process comes first; the others,
     racing it, must neither fail nor read a half-written file."""
-    reader = (
-        "import os, sys, time; from pathlib import Path; from dstack.home import Home; "
-        "from dstack.backends.automation import passphrase_file\n"
-        "while not os.path.exists(sys.argv[2]): time.sleep(0.0005)\n"  # all start together
-        "print(passphrase_file(Home(Path(sys.argv[1]))).read_text().strip())"
-    )
     for round in range(5):
-        home, go = tmp_path / f"home{round}", tmp_path / f"go{round}"
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-c", reader, str(home), str(go)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(8)
-        ]
-        time.sleep(1.5)  # every process has imported dstack and waits
-        go.touch()
-        results = [p.communicate(timeout=60) for p in procs]
-        assert [p.returncode for p in procs] == [0] * 8, [err for _, err in results]
-        seen = {out.strip() for out, _ in results}
+        home, folder = tmp_path / f"home{round}", tmp_path / f"race{round}"
+        folder.mkdir()
+        seen = set(race_for_passphrase(home, folder, 8))
         assert len(seen) == 1 and len(seen.pop()) >= 40
         assert (home / "pulumi" / "passphrase").stat().st_mode & 0o777 == 0o600
         assert sorted(p.name for p in (home / "pulumi").iterdir()) == ["passphrase"]

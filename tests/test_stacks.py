@@ -10,12 +10,12 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pulumi
 import pytest
+from conftest import wait_for
 
 from stacks.spec import IDLE_WATCHDOG, HostSpec, startup_script
 
@@ -271,14 +271,17 @@ def test_every_gcp_gpu_in_the_catalog_can_be_attached_or_comes_built_in() -> Non
 
 
 def test_the_idle_watchdog_powers_off_only_after_the_last_job_ended(tmp_path: Path) -> None:
-    """The startup script's watchdog, run for real by bash with a stand-in `shutdown`: it
-    leaves a host alone while a job's process lives, and powers it off once the job has
-    written its exit code and the idle time has passed."""
+    """The startup script's watchdog, run for real by bash with a stand-in `shutdown` and a
+    `sleep` that counts its rounds (and keeps them short): it leaves a host alone while a
+    job's process lives, and powers it off once the job has written its exit code and the
+    idle time has passed."""
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
-    powered_off = tmp_path / "powered-off"
+    powered_off, rounds = tmp_path / "powered-off", tmp_path / "rounds"
     (fake_bin / "shutdown").write_text(f'#!/bin/sh\necho "$@" > {powered_off}\n')
-    (fake_bin / "shutdown").chmod(0o755)
+    (fake_bin / "sleep").write_text(f"#!/bin/sh\necho >> {rounds}\nexec /bin/sleep 0.05\n")
+    for tool in fake_bin.iterdir():
+        tool.chmod(0o755)
     watchdog = tmp_path / "dstack-idle-off"
     watchdog.write_text(IDLE_WATCHDOG)
     job = tmp_path / "home" / "ubuntu" / ".dstack" / "runs" / "r" / "train"
@@ -288,13 +291,15 @@ def test_the_idle_watchdog_powers_off_only_after_the_last_job_ended(tmp_path: Pa
     pattern = str(tmp_path / "home" / "*" / ".dstack" / "runs" / "*" / "*" / "pid")
     env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}"}
     proc = subprocess.Popen(["bash", str(watchdog), "2", "1", pattern], env=env)
+
+    def looked(times: int) -> bool:
+        return rounds.exists() and len(rounds.read_text().splitlines()) > times
+
     try:
-        time.sleep(3.5)
+        wait_for(lambda: looked(4), what="the watchdog looking 4 times")  # idle after 2
         assert not powered_off.exists(), "a running job keeps the host up"
         (job / "rc").write_text("0\n")
-        deadline = time.monotonic() + 10
-        while not powered_off.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for(powered_off.exists, what="the watchdog powering off")
         assert powered_off.read_text().strip() == "-h now"
         assert proc.wait(timeout=5) == 0
     finally:
