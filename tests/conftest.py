@@ -139,12 +139,6 @@ def meet(folder: Path, me: str, other: str, within: int = 60) -> str:
     )
 
 
-def written_at(project: Project, run: str) -> float:
-    """When LIVE_MOUNT's job wrote its checkpoint file (epoch seconds)."""
-    path = project.home / "runs" / run / "live" / "work" / "ckpt" / "written-at"
-    return float(path.read_text())
-
-
 def wait_for(
     predicate: Callable[[], object],
     timeout: float = 10,
