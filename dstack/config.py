@@ -78,7 +78,15 @@ def _parse(path: Path) -> Config:
     from dstack.spec.suggest import did_you_mean
     from dstack.spec.yamlio import line_of, load_yaml
 
-    data = load_yaml(path, str(path)) or {}
+    data = load_yaml(path, str(path))
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(
+            f"{path}:1: expected a mapping of settings (backends, store, pulumi), "
+            f"not {'a list' if isinstance(data, list) else type(data).__name__}.",
+            hint="see the example at the top of dstack/config.py or the README",
+        )
     try:
         return Config.model_validate(data)
     except ValidationError as e:

@@ -3,13 +3,20 @@
 A tag lives in the store as a history of immutable events, `tags/TAG/TIME-ID.json`, one per
 change (set or delete); its value is the latest event. Nothing is ever rewritten, so two people
 tagging at once cannot corrupt a tag: both events are kept, in time order, and the later wins.
+
+Anyone who can write to a shared bucket can write there, so every event is checked before use
+(its key, its JSON, each field's type, the names in it); one that fails is skipped with a
+warning naming its key, and the tag's value is its latest valid event.
 """
 
 from __future__ import annotations
 
 import getpass
 import json
+import logging
+import math
 import os
+import re
 import socket
 import time
 from collections.abc import Iterable
@@ -17,8 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dstack.errors import NotFoundError, RunStateError, StoreError
+from dstack.errors import NotFoundError, RunStateError, SpecError, StoreError
+from dstack.spec.names import NAME_MAX, NAME_RULE, name_problem, shown
 from dstack.storage.objects import ObjectStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,15 +51,18 @@ class TagBook:
         self.objects = objects
 
     def history(self, tag: str) -> list[TagEvent]:
-        """Every change of the tag, oldest first."""
-        return [self._read(key) for key in self.objects.keys(f"tags/{tag}/")]
+        """Every valid change of the tag, oldest first."""
+        check_tag(tag)
+        return self._valid(self.objects.keys(f"tags/{tag}/"))
 
     def find(self, tag: str) -> TagEvent | None:
+        check_tag(tag)
         keys = self.objects.keys(f"tags/{tag}/")
-        if not keys:
-            return None
-        event = self._read(keys[-1])
-        return event if event.action == "set" else None
+        for key in reversed(keys):  # the latest valid event
+            event = self._event(key)
+            if event is not None:
+                return event if event.action == "set" else None
+        return None
 
     def get(self, tag: str) -> TagEvent:
         found = self.find(tag)
@@ -66,18 +79,19 @@ class TagBook:
 
     def all(self) -> list[TagEvent]:
         """The current value of every tag that is set, newest first."""
-        latest: dict[str, str] = {}
+        by_tag: dict[str, list[str]] = {}
         for key in self.objects.keys("tags/"):
             parts = key.split("/")
             if len(parts) == 3:
-                latest[parts[1]] = max(latest.get(parts[1], ""), key)
-        keys = sorted(latest.values())
-        if self.objects.remote and len(keys) > 1:
-            with ThreadPoolExecutor(self.objects.parallelism) as pool:
-                events = list(pool.map(self._read, keys))
-        else:
-            events = [self._read(k) for k in keys]
-        current = [e for e in events if e.action == "set"]
+                by_tag.setdefault(parts[1], []).append(key)
+        latest = [max(keys) for keys in by_tag.values()]
+        current = []
+        for key, event in zip(latest, self._read_all(latest), strict=True):
+            if event is None:  # skipped with a warning: its tag's latest valid event counts
+                earlier = self._valid(sorted(by_tag[key.split("/")[1]])[:-1])
+                event = earlier[-1] if earlier else None
+            if event is not None and event.action == "set":
+                current.append(event)
         return sorted(current, key=lambda e: e.created_at, reverse=True)
 
     def of_run(self, run_name: str) -> list[str]:
@@ -86,10 +100,9 @@ class TagBook:
     def referenced_manifests(self) -> set[str]:
         """Manifests any tag points or pointed to (a tag's history stays downloadable)."""
         keys = [k for k in self.objects.keys("tags/") if k.count("/") == 2]
-        return {m for key in keys for m in self._read(key).manifests.values()}
+        return {m for event in self._valid(keys) for m in event.manifests.values()}
 
     def check_free(self, tag: str) -> None:
-        _check_name(tag)
         current = self.find(tag)
         if current is not None:
             raise RunStateError(
@@ -100,7 +113,7 @@ class TagBook:
 
     def set(self, tag: str, run_name: str, manifests: dict[str, str], move: bool = False) -> None:
         """Point the tag at a run; unless ``move``, only a tag that is not set yet."""
-        _check_name(tag)
+        check_tag(tag)
         if not move:
             self.check_free(tag)
         self._append(TagEvent(tag, "set", run_name, manifests, time.time(), who()))
@@ -115,19 +128,92 @@ class TagBook:
         data = {k: v for k, v in asdict(event).items() if k != "key"}
         self.objects.put_bytes(f"tags/{event.tag}/{stamp}.json", json.dumps(data).encode())
 
-    def _read(self, key: str) -> TagEvent:
+    def _valid(self, keys: list[str]) -> list[TagEvent]:
+        """The events under ``keys`` that are valid, in order."""
+        return [e for e in self._read_all(keys) if e is not None]
+
+    def _read_all(self, keys: list[str]) -> list[TagEvent | None]:
+        if self.objects.remote and len(keys) > 1:
+            with ThreadPoolExecutor(self.objects.parallelism) as pool:
+                return list(pool.map(self._event, keys))
+        return [self._event(k) for k in keys]
+
+    def _event(self, key: str) -> TagEvent | None:
+        """The event under ``key``; None, with a warning naming the key, when it is not valid."""
         try:
-            data: dict[str, Any] = json.loads(self.objects.get_bytes(key))
-            return TagEvent(**data, key=key)
-        except (ValueError, TypeError) as e:
-            raise StoreError(f"Tag event '{key}' in the store is unreadable: {e}.") from e
+            return parse_event(key, self.objects.get_bytes(key))
+        except StoreError as e:
+            log.warning("%s Skipped it.", e.message)
+            return None
 
 
-def _check_name(tag: str) -> None:
-    if not tag or "/" in tag or tag.startswith(".") or any(c.isspace() for c in tag):
-        raise RunStateError(
-            f"'{tag}' cannot be a tag name.",
-            hint="use letters, digits, '-', '_' or '.', without '/' or spaces",
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "tag": (str,),
+    "action": (str,),
+    "run_name": (str,),
+    "manifests": (dict,),
+    "created_at": (int, float),
+    "by": (str,),
+}
+_MANIFEST_KEY = re.compile(r"manifests/[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*\.json")
+_EVENT_KEY = re.compile(r"tags/[^/]+/[0-9]{20}-[0-9a-f]{8}\.json")
+
+
+def event_problem(key: str, data: object) -> str | None:
+    """What is wrong with a tag event read from the store under ``key``; None when it can be
+    used. Its names become store keys and folder names, so they are checked like a user's."""
+    if not _EVENT_KEY.fullmatch(key):
+        return "is not named like a tag event (tags/TAG/TIME-ID.json)"
+    if not isinstance(data, dict):
+        return f"is a JSON {type(data).__name__}, not an object"
+    for name, types in _FIELDS.items():
+        value = data.get(name)
+        if isinstance(value, bool) or not isinstance(value, types):
+            return f"has {type(value).__name__ if name in data else 'nothing'} as '{name}'"
+    if data["tag"] != key.split("/")[1]:
+        return f"names another tag ({shown(data['tag'])})"
+    if data["action"] not in ("set", "delete"):
+        return f"has an unknown action {shown(data['action'])}"
+    for what, name in [
+        ("tag", data["tag"]),
+        ("run", data["run_name"]),
+        *(("job", job) for job in data["manifests"]),
+    ]:
+        problem = name_problem(name)
+        if problem:
+            return f"has a {what} name that {problem}"
+    if not all(
+        isinstance(m, str) and _MANIFEST_KEY.fullmatch(m) for m in data["manifests"].values()
+    ):
+        return "has manifests that are not keys of manifests (manifests/RUN/JOB.json)"
+    if not math.isfinite(data["created_at"]):
+        return "has a 'created_at' that is not a time"
+    return None
+
+
+def parse_event(key: str, raw: bytes) -> TagEvent:
+    """The tag event under ``key``; a StoreError naming the key when it is not valid."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
+        why: str | None = f"is not JSON dstack can read ({str(e)[:80]})"
+    else:
+        why = event_problem(key, data)
+    if why is not None:
+        raise StoreError(
+            f"The tag event {shown(key)} in the store {why}.",
+            hint="it was damaged or written by something else than dstack; remove the object",
+        )
+    return TagEvent(**{k: data[k] for k in _FIELDS}, key=key)
+
+
+def check_tag(tag: str) -> None:
+    """A tag name given by the user: it becomes a store key (`tags/TAG/...`)."""
+    problem = name_problem(tag)
+    if problem:
+        raise SpecError(
+            f"The tag name {shown(tag)} {problem}.",
+            hint=f"tag names hold {NAME_RULE}, at most {NAME_MAX} characters; e.g. baseline-v2",
         )
 
 

@@ -40,7 +40,7 @@ def test_all_keys_and_aliases(tmp_path: Path) -> None:
             args: --epochs 3 --name "a b"
             requirements: requirements.txt
             version: "3.11"
-            env: [A=1, HOME]
+            env: [A=1, FROM_CALLER]
             environment: {B: 2}
             working_dir: src/
             artifacts: [out, {path: ckpt, mount: true}]
@@ -59,7 +59,7 @@ def test_all_keys_and_aliases(tmp_path: Path) -> None:
     assert wf.setup == ["pip --version"]
     assert wf.script == "train.py" and wf.args == ["--epochs", "3", "--name", "a b"]
     assert wf.python == "3.11" and wf.requirements == "requirements.txt"
-    assert wf.env == {"A": "1", "HOME": None, "B": "2"}
+    assert wf.env == {"A": "1", "FROM_CALLER": None, "B": "2"}
     assert wf.working_dir == "src"
     assert [(a.path, a.mount) for a in wf.artifacts] == [("out", False), ("ckpt", True)]
     assert [(d.workflow, d.tag) for d in wf.deps] == [
@@ -136,6 +136,19 @@ def test_variables_globals_per_workflow_overrides_and_run_args(tmp_path: Path) -
         .spec.commands[0]
         .startswith("python train.py --lr 0.2 ")
     )
+
+
+def test_run_args_after_dashes_are_passed_untouched(tmp_path: Path) -> None:
+    project = load(
+        tmp_path,
+        "workflows:\n  - name: t\n    commands: ['echo ${{ lr }} ${{ run.args }}']\n",
+        variables="variables:\n  lr: 1\n",
+    )
+    plan = make_plan(project, "t", ["--lr", "2", "a", "--", "--lr", "3", "--", "b"])
+    assert plan.overrides == {"lr": "2"}
+    assert plan.run_args == ["a", "--lr", "3", "--", "b"]
+    with pytest.raises(SpecError, match="--lr needs a value"):
+        make_plan(project, "t", ["--lr", "--", "x"])
 
 
 def test_plan_is_topological_and_skips_tagged_upstream(tmp_path: Path) -> None:

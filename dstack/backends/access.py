@@ -53,22 +53,34 @@ def known_hosts(home: Home, stack: str) -> Path:
 
 
 def caller_cidr(limits: CloudLimits) -> str:
-    """The address range the SSH rule admits: configured, or this machine's public address."""
-    return limits.allowed_cidr or _public_address()
+    """The address range the SSH rule admits: configured, or this machine's public address.
+    `dstack run` gives it to the stack and `dstack plan` shows it: one answer for both."""
+    return limits.allowed_cidr or _public_address(address_url())
+
+
+def cidr_source(limits: CloudLimits) -> str:
+    """Where caller_cidr's answer comes from, in words."""
+    return "allowed_cidr in config.yaml" if limits.allowed_cidr else "this machine's public address"
+
+
+def address_url() -> str:
+    """The service that tells this machine's public address (DSTACK_PUBLIC_ADDRESS_URL when
+    set: a proxy, or a service of one's own)."""
+    return os.environ.get("DSTACK_PUBLIC_ADDRESS_URL") or WHATS_MY_IP
 
 
 @lru_cache(maxsize=1)
-def _public_address() -> str:
+def _public_address(url: str) -> str:
     """This machine's address as the internet sees it, as a one-address range (asked once)."""
     import urllib.request
 
     try:
-        with urllib.request.urlopen(WHATS_MY_IP, timeout=5) as answer:
-            address = ipaddress.ip_address(answer.read().decode().strip())
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            address = ipaddress.ip_address(answer.read(100).decode().strip())
     except (OSError, ValueError) as e:
         raise CloudError(
-            f"Cannot find this machine's public address ({WHATS_MY_IP}: {e}); the VM's SSH "
-            "rule admits only that address.",
+            f"Cannot look up this machine's public address at {url} ({e}); a cloud host's "
+            "SSH rule admits only that address.",
             hint="set allowed_cidr under the cloud in DSTACK_HOME/config.yaml, e.g. "
             "allowed_cidr: 203.0.113.7/32",
         ) from None

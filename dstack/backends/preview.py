@@ -2,8 +2,8 @@
 SDK's mock runtime, each resource recorded with the inputs a reviewer checks (sizes, ports and
 who may reach them, spot, prices). Nothing is created and no credentials are needed.
 
-What dstack fills in at launch (the caller's address, the per-run SSH key, the image lookup) is
-shown as such, never as made-up values."""
+What dstack fills in at launch (the per-run SSH key, the image lookup, and the caller's address
+when it cannot be looked up now) is shown as such, never as made-up values."""
 
 from __future__ import annotations
 
@@ -14,10 +14,14 @@ from typing import Any
 from dstack.errors import CloudError
 from stacks.spec import HostSpec
 
-# Stand-ins for what dstack fills in at launch, shown by their meaning.
+# Stand-ins for what dstack fills in at launch, shown by their meaning. CALLER stands only for
+# an address that could not be looked up: one that could is shown as it is (cli/plan.ssh_from).
 CALLER = "192.0.2.1/32"  # documentation range (RFC 5737): never a real caller
 PREVIEW_KEY = "ssh-ed25519 AAAA-dstack-preview"
-PLACEHOLDERS = {CALLER: "<your address>/32", PREVIEW_KEY: "<per-run key>"}
+PLACEHOLDERS = {
+    CALLER: "<this machine's public address: not known now>",
+    PREVIEW_KEY: "<per-run key>",
+}
 SECRET_MARKER = "4dabf18193072939515e22adb298388d"
 
 # The inputs worth reading in a preview (flattened paths end with one of these keys).

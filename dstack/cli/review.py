@@ -20,7 +20,7 @@ def review(
 ) -> bool:
     """Record, preview, show and confirm the run's cloud hosts; False when declined (the run
     and its stacks are then removed)."""
-    from dstack.cli.plan import print_report, report_entry
+    from dstack.cli.plan import print_report, report_entry, ssh_report
     from dstack.execution import procs
     from dstack.runner.clouds import preview_stacks, record_stacks
 
@@ -32,8 +32,10 @@ def review(
         specs = record_stacks(home, state, run, jobs)
         previews = preview_stacks(home, specs, _note)
         report = [
-            report_entry(job.spec.name, job.offer, resources)
-            for job, resources in zip(jobs, previews, strict=True)
+            report_entry(
+                job.spec.name, job.offer, resources, ssh_report(job.limits, spec.allowed_cidr)
+            )
+            for job, spec, resources in zip(jobs, specs, previews, strict=True)
         ]
         print_report(
             f"Run {run} needs cloud hosts (preview by the Pulumi engine):", report, sys.stderr

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from dstack.cli.runargs import WorkflowCommand, workflow_tokens
+
 if TYPE_CHECKING:
     from dstack.home import Home
     from dstack.state.db import State
@@ -17,14 +19,17 @@ _RUN_HELP = """Run WORKFLOW (and the workflows it depends on) where it fits most
 machine, a pool server, or a cloud VM created for the job (shown and confirmed first; -y
 skips the question) and destroyed when it ends.
 
-Arguments after WORKFLOW set declared variables (--lr 0.1); the rest become ${{ run.args }}.
+Arguments after WORKFLOW set declared variables (--lr 0.1); other words become ${{ run.args }},
+and so does everything after `--`, untouched. A mistyped option (--detatch) is an error.
 Logs stream live and the command exits with the job's exit code; Ctrl-C stops the run
 (twice: kill at once). With -d it runs in the background: follow it with `dstack attach RUN`."""
 
 
 def register(app: typer.Typer) -> None:
     app.command(
-        help=_RUN_HELP, context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+        help=_RUN_HELP,
+        cls=WorkflowCommand,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     )(run)
     app.command(help="Run a finished run's recorded code snapshot and workflow spec again.")(rerun)
 
@@ -50,12 +55,13 @@ def run(
     from dstack.spec.files import find_repo_root
     from dstack.storage.store import Store
 
+    repo = find_repo_root(Path.cwd())
+    tokens = workflow_tokens(ctx, repo)
     home, state = open_state()
     store = Store.open(home)
-    repo = find_repo_root(Path.cwd())
     check_backend(backend, home)
     placement = {"backend": backend, "host": host, "no_wait": no_wait}
-    sub = prepare(home, state, store, repo, workflow, list(ctx.args), tag, placement)
+    sub = prepare(home, state, store, repo, workflow, tokens, tag, placement)
     name = _create(
         home, state, sub.jobs, placement, lambda: record(state, store, sub, tag, detach), yes
     )

@@ -68,7 +68,9 @@ def add(
 ) -> None:
     from dstack.errors import SpecError
     from dstack.storage.store import Store
+    from dstack.tags import check_tag
 
+    check_tag(tag)  # before anything is uploaded or recorded
     home, state = open_state()
     store = Store.open(home)
     if bool(run_name) == bool(paths):

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from dstack.spec.names import name_problem, shown
+
 STORE_SCHEMES = ("file", "s3", "gs", "az")
 
 
@@ -24,6 +26,14 @@ class SSHHost(_Strict):
     user: str | None = None
     identity_file: str | None = None
     slots: int = Field(1, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        problem = name_problem(value)
+        if problem:
+            raise ValueError(f"the host name {shown(value)} {problem}")
+        return value
 
 
 class SSHBackend(_Strict):
@@ -121,6 +131,13 @@ class StoreSettings(_Strict):
             raise ValueError(
                 f"'{url}' is not a store URL (file:///path, s3://bucket/prefix, "
                 "gs://bucket/prefix or az://container/prefix)"
+            )
+        if scheme == "file" and not rest.startswith("/"):
+            import os
+
+            raise ValueError(
+                f"'{url}' names a relative path, which would depend on the folder dstack is "
+                f"started in; give an absolute one, e.g. file://{os.path.abspath(rest)}"
             )
         return url
 

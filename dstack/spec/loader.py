@@ -9,14 +9,20 @@ from typing import Any
 from pydantic import ValidationError
 
 from dstack.errors import NotFoundError, SpecError
-from dstack.spec.files import variables_file
+from dstack.spec.files import variables_file, workflow_files
 from dstack.spec.models import ALIASES, RESOURCE_ALIASES, Resources, Workflow
+from dstack.spec.names import name_problem, shown
 from dstack.spec.suggest import did_you_mean
 from dstack.spec.variables import Variables, load_variables, substitute
 from dstack.spec.yamlio import LineDict, LineList, line_of, load_yaml
 
 WORKFLOW_KEYS = sorted({f.alias or n for n, f in Workflow.model_fields.items()} | set(ALIASES))
 RESOURCE_KEYS = sorted(set(Resources.model_fields) | set(RESOURCE_ALIASES))
+ENV_HINT = (
+    "env: [NAME=value, NAME] or environment: {NAME: value}; names are letters, digits and "
+    "'_' (not first a digit), and not PATH, HOME, SHELL, USER, DSTACK_*, PORT_N or "
+    "PYTHONUNBUFFERED, which the host or dstack sets"
+)
 
 
 @dataclass(frozen=True)
@@ -42,17 +48,8 @@ class Project:
 
     @classmethod
     def load(cls, root: Path) -> Project:
-        dstack_dir = root / ".dstack"
-        files = [
-            p for p in (dstack_dir / "workflows.yaml", dstack_dir / "workflows.yml") if p.exists()
-        ]
-        sub = dstack_dir / "workflows"
-        if sub.is_dir():
-            files += sorted(
-                p for p in sub.iterdir() if p.suffix in {".yaml", ".yml"} and p.is_file()
-            )
         raw: dict[str, RawWorkflow] = {}
-        for path in files:
+        for path in workflow_files(root):
             display = str(path.relative_to(root))
             for item in _workflow_items(load_yaml(path, display), display):
                 name = item["name"]
@@ -108,10 +105,18 @@ def _workflow_items(data: Any, display: str) -> list[LineDict]:
         line = line_of(items, index)
         if not isinstance(item, LineDict):
             raise SpecError(f"{display}:{line}: each workflow must be a mapping with a 'name'.")
-        if not isinstance(item.get("name"), str) or not item["name"]:
+        if "name" not in item or item["name"] in ("", None):
             raise SpecError(
                 f"{display}:{line}: workflow without a 'name'.",
                 hint="add '- name: NAME' as the first key",
+            )
+        problem = name_problem(item["name"])
+        if problem:
+            raise SpecError(
+                f"{display}:{line_of(item, 'name')}: the workflow name {shown(item['name'])} "
+                f"{problem}.",
+                hint="workflow names are also folder names and keys in the store; "
+                "e.g. name: train-v2",
             )
     return list(items)
 
@@ -127,7 +132,7 @@ def _fold_aliases(
         canonical = aliases.get(key, key) if isinstance(key, str) else key
         if canonical in out:
             if canonical == "env":  # env list + environment map merge
-                out["env"] = _merge_env(out["env"], value)
+                out["env"] = _merge_env(out["env"], value, f"{where}:{line_of(data, key)}")
                 continue
             raise SpecError(
                 f"{where}:{line_of(data, key)}: '{key}' and '{written[canonical]}' mean the same; "
@@ -139,11 +144,20 @@ def _fold_aliases(
     return out, written
 
 
-def _merge_env(first: Any, second: Any) -> Any:
+def _merge_env(first: Any, second: Any, where: str) -> dict[str, Any]:
+    """`env` (a list or a mapping) and `environment` (a mapping) given together: one mapping."""
     from dstack.spec.models import _as_env
 
-    a, b = _as_env(first), _as_env(second)
-    return {**a, **b} if isinstance(a, dict) and isinstance(b, dict) else first
+    try:
+        a, b = _as_env(first), _as_env(second)
+    except ValueError as e:
+        raise SpecError(f"{where}: field 'env': {e}.", hint=ENV_HINT) from None
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        raise SpecError(
+            f"{where}: 'env' and 'environment' must each be a list of NAME=value or a mapping.",
+            hint=ENV_HINT,
+        )
+    return {**a, **b}
 
 
 def validate_workflow(data: LineDict, file: str) -> Workflow:
@@ -202,6 +216,8 @@ def _describe(
 
 def _hint(e: ValidationError, data: LineDict) -> str | None:
     for err in e.errors():
+        if err["loc"][:1] == ("env",):
+            return ENV_HINT
         if err["type"] == "extra_forbidden":
             key = str(err["loc"][-1])
             keys = (

@@ -13,6 +13,7 @@ _PLUGINS_SETTING = os.environ.get("PYDANTIC_DISABLE_PLUGINS")
 os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
 
 from pydantic import (  # noqa: E402
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -22,6 +23,7 @@ from pydantic import (  # noqa: E402
 )
 
 from dstack.spec.jobspec import JobSpec  # noqa: E402
+from dstack.spec.names import NAME_MAX, name_problem, shown  # noqa: E402
 from dstack.spec.sizes import parse_size  # noqa: E402
 
 Size = Annotated[int, BeforeValidator(parse_size)]
@@ -46,6 +48,22 @@ def _check_relative(path: str, what: str) -> str:
         elif part != ".":
             parts.append(part)
     return "/".join(parts) or "."
+
+
+def _check_name(value: str | None) -> str | None:
+    problem = None if value is None else name_problem(value)
+    if problem:
+        raise ValueError(f"{shown(value)} {problem}")
+    return value
+
+
+def _check_upstream(value: str) -> str:
+    """`X` or `X:TAG`: a workflow name, and a tag name when given."""
+    name, sep, tag = value.partition(":")
+    _check_name(name)
+    if sep:
+        _check_name(tag)
+    return value
 
 
 class Artifact(StrictModel):
@@ -104,6 +122,11 @@ class Dep(StrictModel):
             return {"workflow": value}
         return value
 
+    @field_validator("workflow", "tag")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        return _check_name(value)
+
     @model_validator(mode="after")
     def _exactly_one(self) -> Dep:
         if (self.workflow is None) == (self.tag is None):
@@ -116,14 +139,18 @@ def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+def _number_as_text(value: Any) -> Any:
+    """A number written where text is meant (`args: 10`, `${{ epochs }}` of `epochs: 10`)."""
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
 def _as_args(value: Any) -> Any:
-    """`args` may be a string (split like a shell does) or a list."""
+    """`args` may be a string (split like a shell does), a list, or a single number."""
+    value = _number_as_text(value)
     if isinstance(value, str):
         return shlex.split(value)
     if isinstance(value, list):
-        return [
-            str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in value
-        ]
+        return [_number_as_text(v) for v in value]
     return value
 
 
@@ -138,11 +165,29 @@ def _as_env(value: Any) -> Any:
             env[key] = val if sep else None
         return env
     if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{shown(key)} cannot be set: names of variables are text")
+            if isinstance(item, (list, dict)):
+                raise ValueError(f"the value of '{key}' is a list or mapping; give text")
         return {
             k: (None if v is None else str(v) if not isinstance(v, bool) else str(v).lower())
             for k, v in value.items()
         }
     return value
+
+
+def _check_env_names(env: dict[str, str | None]) -> dict[str, str | None]:
+    """A job's variables may not replace what its shell needs (PATH, HOME, ...) nor what dstack
+    sets for it (DSTACK_*, PORT_N, PYTHONUNBUFFERED): the job would die without a word, or
+    silently get dstack's value. The same rule as for secrets."""
+    from dstack.secrets import secret_name_problem
+
+    for key in env:
+        problem = secret_name_problem(key)
+        if problem:
+            raise ValueError(f"{shown(key)} cannot be set: {problem}")
+    return env
 
 
 def _as_python_version(value: Any) -> Any:
@@ -157,7 +202,7 @@ def _as_python_version(value: Any) -> Any:
 class Workflow(StrictModel):
     """One workflow of `.dstack/workflows.yaml`, after variables are substituted."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=NAME_MAX)
     help: str | None = Field(None, description="One line shown by `dstack workflows`")
     provider: str = Field("bash", description="bash, python, or a plug-in provider")
     commands: Annotated[list[str], BeforeValidator(_as_list)] = Field(default_factory=list)
@@ -172,13 +217,15 @@ class Workflow(StrictModel):
     python: Annotated[str | None, BeforeValidator(_as_python_version)] = Field(
         None, description="Python version (alias version), e.g. '3.11'"
     )
-    env: Annotated[dict[str, str | None], BeforeValidator(_as_env)] = Field(
-        default_factory=dict, description="List of NAME=value (or bare NAME) or a mapping"
-    )
+    env: Annotated[
+        dict[str, str | None], BeforeValidator(_as_env), AfterValidator(_check_env_names)
+    ] = Field(default_factory=dict, description="List of NAME=value (or bare NAME) or a mapping")
     working_dir: str | None = Field(None, description="Directory inside the repo to run in")
     artifacts: list[Artifact] = Field(default_factory=list)
     deps: list[Dep] = Field(default_factory=list)
-    depends_on: Annotated[list[str], BeforeValidator(_as_list)] = Field(
+    depends_on: Annotated[
+        list[Annotated[str, AfterValidator(_check_upstream)]], BeforeValidator(_as_list)
+    ] = Field(
         default_factory=list,
         alias="depends-on",
         description="Workflows to run first in the same run; X:TAG uses the tagged run instead",

@@ -6,13 +6,16 @@ import re
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 from dstack.errors import SpecError
+from dstack.spec.names import shown, variable_problem
 from dstack.spec.yamlio import LineDict, LineList, line_of, load_yaml
 
 _REF = re.compile(r"\$\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
+_EXAMPLE = "variables:\n  lr: 0.01\n  train:\n    epochs: 10"
 
 
 @dataclass(frozen=True)
@@ -44,11 +47,14 @@ def load_variables(path: Path, workflow_names: set[str]) -> Variables:
     if not isinstance(data, dict) or set(data) - {"variables"}:
         raise SpecError(
             f"{display}:1: the file must hold one key, 'variables', with a mapping.",
-            hint="variables:\n  lr: 0.01\n  train:\n    epochs: 10",
+            hint=_EXAMPLE,
         )
     section = data.get("variables") or {}
     if not isinstance(section, dict):
-        raise SpecError(f"{display}:{line_of(data, 'variables')}: 'variables' must be a mapping.")
+        raise SpecError(
+            f"{display}:{line_of(data, 'variables')}: 'variables' must be a mapping.",
+            hint=_EXAMPLE,
+        )
     globals_: dict[str, Any] = {}
     per_workflow: dict[str, dict[str, Any]] = {}
     for key, value in section.items():
@@ -57,24 +63,57 @@ def load_variables(path: Path, workflow_names: set[str]) -> Variables:
                 from dstack.spec.suggest import did_you_mean
 
                 raise SpecError(
-                    f"{display}:{line_of(section, key)}: variables for '{key}', "
+                    f"{display}:{line_of(section, key)}: variables for {shown(key)}, "
                     "but no workflow has that name.",
                     hint=did_you_mean(str(key), workflow_names)
                     or "a mapping holds one workflow's variables",
                 )
-            per_workflow[key] = dict(value)
+            per_workflow[key] = {k: _value(value, k, display) for k in value}
         else:
-            globals_[key] = value
+            globals_[_name(section, key, display)] = _value(section, key, display)
     return Variables(globals_, per_workflow)
 
 
+def _name(section: dict[Any, Any], key: Any, display: str) -> str:
+    problem = variable_problem(key)
+    if problem:
+        raise SpecError(
+            f"{display}:{line_of(section, key)}: the variable name {shown(key)} {problem}.",
+            hint=_EXAMPLE,
+        )
+    return str(key)
+
+
+def _value(section: dict[Any, Any], key: Any, display: str) -> str | int | float | bool:
+    """A variable's value: text, a number or true/false (a date is kept as written); a list,
+    a mapping or nothing at all cannot stand in `${{ name }}`."""
+    name, value = _name(section, key, display), section[key]
+    if isinstance(value, (str, int, float)):  # bool is an int
+        return value
+    if isinstance(value, (date, datetime)):
+        return str(value)
+    kind = {type(None): "nothing", LineList: "a list", LineDict: "a mapping"}.get(
+        type(value), f"a {type(value).__name__}"
+    )
+    raise SpecError(
+        f"{display}:{line_of(section, key)}: variable '{name}' holds {kind}; a variable is "
+        "text, a number or true/false.",
+        hint="quote it to make it text, e.g. "
+        + (f"{name}: ''" if value is None else f"{name}: '...'"),
+    )
+
+
 def split_run_args(tokens: list[str], declared: set[str]) -> tuple[dict[str, str], list[str]]:
-    """`--lr 0.1` for a declared variable becomes an override; everything else is run.args."""
+    """`--lr 0.1` for a declared variable becomes an override; everything else is run.args,
+    and everything after `--` is run.args untouched."""
     overrides: dict[str, str] = {}
     rest: list[str] = []
     i = 0
     while i < len(tokens):
         token = tokens[i]
+        if token == "--":
+            rest.extend(tokens[i + 1 :])
+            break
         if token.startswith("--") and len(token) > 2:
             name, eq, value = token[2:].partition("=")
             key = next(
@@ -88,7 +127,7 @@ def split_run_args(tokens: list[str], declared: set[str]) -> tuple[dict[str, str
             if key is not None:
                 if eq:
                     overrides[key] = value
-                elif i + 1 < len(tokens):
+                elif i + 1 < len(tokens) and tokens[i + 1] != "--":
                     overrides[key] = tokens[i + 1]
                     i += 1
                 else:

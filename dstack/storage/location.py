@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from dstack.errors import SpecError
 from dstack.storage.objects import LocalObjectStore, ObjectStore
 
 
@@ -21,10 +22,11 @@ class StoreLocation:
 
 
 def split_url(url: str) -> tuple[str, str, str]:
-    """'s3://bucket/a/b' -> ('s3', 'bucket', 'a/b'); file URLs keep their whole path."""
+    """'s3://bucket/a/b' -> ('s3', 'bucket', 'a/b'); file URLs keep their path as written
+    ('file:///srv/x' -> '/srv/x'; a relative 'file://x' stays 'x', see open_objects)."""
     scheme, _, rest = url.partition("://")
     if scheme == "file":
-        return scheme, "", "/" + rest.lstrip("/")
+        return scheme, "", rest
     bucket, _, prefix = rest.partition("/")
     return scheme, bucket, prefix.strip("/")
 
@@ -38,6 +40,11 @@ def open_objects(
         return LocalObjectStore(default)
     scheme, bucket, prefix = split_url(settings.url)
     if scheme == "file":
+        if not prefix.startswith("/"):  # refused when validated; a config cached before that
+            raise SpecError(
+                f"The store URL '{settings.url}' names a relative path.",
+                hint=f"give an absolute one: dstack init --store file://{Path(prefix).absolute()}",
+            )
         return LocalObjectStore(Path(prefix))
     if scheme == "s3":
         from dstack.storage.s3 import S3ObjectStore
