@@ -52,6 +52,7 @@ workflows:
       hex() {{ printf '%s' "$1" | od -An -tx1 | tr -d ' \\n'; echo; }}
       for a in ${{{{ run.args }}}}; do echo "arg $(hex "$a")"; done
       for k in $KEYS; do echo "env $(hex "${{!k}}")"; done
+      echo "var $(hex ${{{{ v }}}})"
       mkdir -p out && for k in $KEYS; do printf '%s' "${{!k}}" > "out/$(printf '%s' "${{!k}}" | tr '\\n/' '__')"; done
     artifacts: [out]
   - name: py
@@ -88,12 +89,12 @@ def hostile_project(root: Path, marks: Path) -> tuple[Project, list[str]]:
 
 
 def received(stdout: str, job: str) -> dict[str, list[str]]:
-    """What the job printed, by kind ('arg', 'env'), decoded from hex."""
+    """What the job printed, by kind ('arg', 'env', 'var'), decoded from hex."""
     seen: dict[str, list[str]] = {}
     for line in stdout.splitlines():
         name, _, text = line.partition(" | ")
         kind, _, data = text.partition(" ")
-        if name == job and kind in ("arg", "env"):
+        if name == job and kind in ("arg", "env", "var"):
             seen.setdefault(kind, []).append(bytes.fromhex(data).decode())
     return seen
 
@@ -103,7 +104,11 @@ def check_verbatim(project: Project, marks: Path, values: list[str], *run_option
     args, variable = values[1:], values[2]
     done = project.dstack("run", "both", *run_options, "--v", variable, *args, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert received(done.stdout, "sh") == {"arg": args, "env": [*values, variable]}
+    assert received(done.stdout, "sh") == {
+        "arg": args,
+        "env": [*values, variable],
+        "var": [variable],  # `${{ v }}` right in a command line
+    }
     assert received(done.stdout, "py") == {"arg": args}
     assert list(marks.iterdir()) == [], "a value ran as a command"
     assert not [p for p in project.root.parent.rglob("ran")], "a path ran as a command"

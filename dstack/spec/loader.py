@@ -20,8 +20,8 @@ WORKFLOW_KEYS = sorted({f.alias or n for n, f in Workflow.model_fields.items()} 
 RESOURCE_KEYS = sorted(set(Resources.model_fields) | set(RESOURCE_ALIASES))
 ENV_HINT = (
     "env: [NAME=value, NAME] or environment: {NAME: value}; names are letters, digits and "
-    "'_' (not first a digit), and not PATH, HOME, SHELL, USER, DSTACK_*, PORT_N or "
-    "PYTHONUNBUFFERED, which the host or dstack sets"
+    "'_' (not first a digit), and not PATH, HOME, SHELL, USER, DSTACK_* or PORT_N, which "
+    "the host or dstack sets"
 )
 
 

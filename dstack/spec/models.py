@@ -179,12 +179,13 @@ def _as_env(value: Any) -> Any:
 
 def _check_env_names(env: dict[str, str | None]) -> dict[str, str | None]:
     """A job's variables may not replace what its shell needs (PATH, HOME, ...) nor what dstack
-    sets for it (DSTACK_*, PORT_N, PYTHONUNBUFFERED): the job would die without a word, or
-    silently get dstack's value. The same rule as for secrets."""
+    sets for it (DSTACK_*, PORT_N): the job would die without a word, or silently get dstack's
+    value. The same rule as for secrets, but for PYTHONUNBUFFERED, which 2022 files set to the
+    value dstack gives it anyway."""
     from dstack.secrets import secret_name_problem
 
     for key in env:
-        problem = secret_name_problem(key)
+        problem = None if key == "PYTHONUNBUFFERED" else secret_name_problem(key)
         if problem:
             raise ValueError(f"{shown(key)} cannot be set: {problem}")
     return env

@@ -141,11 +141,18 @@ def split_run_args(tokens: list[str], declared: set[str]) -> tuple[dict[str, str
     return overrides, rest
 
 
+SHELL_KEYS = frozenset({"commands", "setup", "before_run", "args"})  # read by a shell or shlex
+
+
 def substitute(node: Any, values: dict[str, Any], run_args: list[str], where: str) -> Any:
-    """Replace `${{ name }}` in every string of a workflow, keeping LineDict/LineList positions."""
+    """Replace `${{ name }}` in every string of a workflow, keeping LineDict/LineList positions.
+
+    Where a shell reads the text (commands, setup, args), each value goes in quoted, as one
+    word: a value such as `x; rm -rf ~` stays text. `${{ run.args }}` goes in as the words it
+    was given, each quoted."""
     scope = {**values, "run.args": shlex.join(run_args)}
 
-    def resolve(text: str, line: int) -> Any:
+    def resolve(text: str, line: int, shell: bool) -> Any:
         def lookup(name: str) -> Any:
             key = name[len("variables.") :] if name.startswith("variables.") else name
             if key not in scope:
@@ -158,22 +165,28 @@ def substitute(node: Any, values: dict[str, Any], run_args: list[str], where: st
                 )
             return scope[key]
 
+        def quoted(name: str) -> Any:
+            value = lookup(name)
+            if not shell or name == "run.args" or not isinstance(value, str):
+                return value  # numbers and true/false need no quotes
+            return shlex.quote(value)
+
         whole = _REF.fullmatch(text.strip())
         if whole:
-            return lookup(whole.group(1))
-        return _REF.sub(lambda m: str(lookup(m.group(1))), text)
+            return quoted(whole.group(1))
+        return _REF.sub(lambda m: str(quoted(m.group(1))), text)
 
-    def walk(value: Any, line: int) -> Any:
+    def walk(value: Any, line: int, shell: bool = False) -> Any:
         if isinstance(value, str):
-            return resolve(value, line) if "${{" in value else value
+            return resolve(value, line, shell) if "${{" in value else value
         if isinstance(value, LineDict):
             out = LineDict()
             out.file, out.line, out.key_lines = value.file, value.line, value.key_lines
             for k, v in value.items():
-                out[k] = walk(v, line_of(value, k))
+                out[k] = walk(v, line_of(value, k), shell or k in SHELL_KEYS)
             return out
         if isinstance(value, LineList):
-            out_list = LineList(walk(v, line_of(value, i)) for i, v in enumerate(value))
+            out_list = LineList(walk(v, line_of(value, i), shell) for i, v in enumerate(value))
             out_list.file, out_list.line, out_list.item_lines = (
                 value.file,
                 value.line,
