@@ -106,7 +106,10 @@ def debug_enabled() -> bool:
 def _home() -> Home | None:
     """The home when it already exists (logging never creates one)."""
     root = home_path()
-    return Home(root) if root.is_dir() else None
+    try:
+        return Home(root) if root.is_dir() else None
+    except OSError:  # a home this user may not look into: the command's own error says so
+        return None
 
 
 def run_log_path(home: Home, run_name: str) -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 from dstack.atomic import write_text_atomic
 from dstack.errors import NotFoundError, RunStateError, StoreError
 from dstack.home import Home
+from dstack.spec.names import name_problem, shown
 from dstack.state.db import State
 from dstack.state.records import ACTIVE, FINAL
 from dstack.storage.store import Store, run_key
@@ -163,6 +164,9 @@ def find_run(state: State, store: Store, name: str) -> SharedRun:
     """A run of this home, else one in the store."""
     if state.has_run(name):
         return local_run(state, name)
+    problem = name_problem(name)
+    if problem:  # never a store key: a typed '../x' must not reach the store
+        raise NotFoundError(f"No run named {shown(name)}: a run name {problem}.")
     if not store.objects.exists(run_key(name)):
         try:
             state.run(name)

@@ -468,3 +468,17 @@ def test_a_2022_file_setting_pythonunbuffered_still_runs(seeded: Project) -> Non
         "    commands: [echo $PYTHONUNBUFFERED]\n"
     )
     assert seeded.dstack("run", "ok", check=True).stdout == "1\n"
+
+
+def test_a_run_name_that_is_not_a_name_is_not_found_and_reaches_no_store_key(
+    seeded: Project,
+) -> None:
+    for name in ("../x", "a/b", ".hidden"):
+        done = seeded.dstack("inspect", name)
+        assert done.returncode != 0 and "Traceback" not in done.stderr
+        assert "No run named" in done.stderr and "tampered" not in done.stderr, done.stderr
+
+
+def test_pool_add_refuses_a_host_name_that_is_not_a_name(seeded: Project) -> None:
+    err = refused(seeded, "pool", "add", "../gpu", "--host", "127.0.0.1")
+    assert "The host name '../gpu' may hold only letters" in err

@@ -25,10 +25,15 @@ def add(
     slots: int = typer.Option(1, "--slots", min=1, help="Jobs it may run at once"),
     repin: bool = typer.Option(False, "--repin", help="Accept a new host key and probe again"),
 ) -> None:
+    from dstack.errors import SpecError
     from dstack.hostinfo import describe
     from dstack.pool import Pool, add_host
+    from dstack.spec.names import name_problem, shown
     from dstack.ssh.connect import HostAddress
 
+    problem = name_problem(name)
+    if problem:
+        raise SpecError(f"The host name {shown(name)} {problem}.", hint="e.g. gpu1 or lab-a100")
     home, state = open_state()
     key = str(identity_file.expanduser().resolve()) if identity_file else None
     address = HostAddress(name, host, port, user, key)
