@@ -19,6 +19,7 @@ from dstack.home import Home
 from dstack.spec.names import name_problem, shown
 from dstack.state.db import State
 from dstack.state.records import ACTIVE, FINAL
+from dstack.storage.records import read_record
 from dstack.storage.store import Store, run_key
 from dstack.tags import TagBook, manifests_by_job, who
 
@@ -106,18 +107,8 @@ def record_problem(key: str, data: object) -> str | None:
 
 def parse_record(key: str, raw: bytes) -> SharedRun:
     """The run recorded under ``key``; a StoreError naming the key when it is not valid."""
-    try:
-        data = json.loads(raw)
-    except ValueError as e:
-        why: str | None = f"is not JSON ({e})"
-    else:
-        why = record_problem(key, data)
-    if why is not None:
-        raise StoreError(
-            f"The run record {key} in the store {why}.",
-            hint="it was damaged or written by something else than dstack; a teammate's "
-            "dstack publishes it again when that run is re-run, or remove the object",
-        )
+    hint = "a teammate's dstack publishes it again when that run is re-run, or remove it"
+    data = read_record(key, raw, "run record", record_problem, hint)
     return SharedRun(**{k: data[k] for k in _FIELDS})
 
 

@@ -27,6 +27,7 @@ from typing import Any
 from dstack.errors import NotFoundError, RunStateError, SpecError, StoreError
 from dstack.spec.names import NAME_MAX, NAME_RULE, name_problem, shown
 from dstack.storage.objects import ObjectStore
+from dstack.storage.records import read_record
 
 log = logging.getLogger(__name__)
 
@@ -193,17 +194,7 @@ def event_problem(key: str, data: object) -> str | None:
 
 def parse_event(key: str, raw: bytes) -> TagEvent:
     """The tag event under ``key``; a StoreError naming the key when it is not valid."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
-        why: str | None = f"is not JSON dstack can read ({str(e)[:80]})"
-    else:
-        why = event_problem(key, data)
-    if why is not None:
-        raise StoreError(
-            f"The tag event {shown(key)} in the store {why}.",
-            hint="it was damaged or written by something else than dstack; remove the object",
-        )
+    data = read_record(key, raw, "tag event", event_problem, "remove the object")
     return TagEvent(**{k: data[k] for k in _FIELDS}, key=key)
 
 
