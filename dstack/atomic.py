@@ -1,10 +1,15 @@
-"""Writing a small file so that readers see the old content or the new, never a half."""
+"""Writing a small file so that readers see the old content or the new, never a half.
+
+The temp file is named ``.tmp-NAME.RANDOM``: a listing skips it (a leading dot), and `dstack gc`
+removes one that a killed process left behind (TEMP_PREFIX)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+TEMP_PREFIX = ".tmp-"
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -15,7 +20,7 @@ def write_text_atomic(path: Path, text: str) -> None:
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """The same for bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.")
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)

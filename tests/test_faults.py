@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -314,6 +315,75 @@ backends:
     no_traceback(pinned)
 
 
+@pytest.fixture
+def tiny_host(project: Project, sshd_local: SSHServer) -> Iterator[Path]:
+    """Pool host 'tiny' (the loopback sshd) whose ~/.dstack, where dstack keeps everything on
+    the host, is a 1 MB tmpfs of its own; yields that folder."""
+    assert project.dstack(*sshd_local.pool_add_args("tiny")).returncode == 0
+    folder = sshd_local.home / ".dstack"
+    folder.mkdir(exist_ok=True)
+    shutil.chown(folder, sshd_local.user, sshd_local.user)
+    mount = ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0777", "tmpfs", str(folder)]
+    subprocess.run(mount, check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def assert_failed_run_usable(project: Project, run: str, log_start: str) -> None:
+    """ps, logs, stop and rm all work on a run that failed on a host."""
+    assert {r["name"]: r["status"] for r in project.ps()}[run] == "failed"
+    logs = project.dstack("logs", run, check=True)
+    assert logs.stdout.startswith(log_start)
+    assert f"Run {run} is already failed" in project.dstack("stop", run, check=True).stderr
+    project.dstack("rm", run, check=True)
+    assert run not in {r["name"] for r in project.ps()}
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        3_000_000,  # its upload to the host's blob cache fails (SFTP says only "Failure")
+        600_000,  # the upload fits, the job's working copy next to it does not (cp fails)
+    ],
+)
+def test_a_snapshot_that_does_not_fit_on_the_host_says_no_space_left(
+    project: Project, tiny_host: Path, size: int
+) -> None:
+    project.workflows("workflows:\n  - {name: w, commands: [echo never]}\n")
+    project.root.joinpath("data.bin").write_bytes(os.urandom(size))
+    done = project.dstack("run", "w", "--host", "tiny")
+    assert done.returncode != 0 and done.stdout == "", done.stderr
+    no_traceback(done)
+    assert "no space left on tiny (" in done.stderr, done.stderr
+    run = project.last_run()["name"]
+    assert "no space left on tiny (" in job(project, run)["error"]
+    left = [p.name for p in tiny_host.joinpath("blobs").iterdir()]
+    assert not [n for n in left if n.endswith(".part")], f"the partial upload is given back: {left}"
+    assert_failed_run_usable(project, run, "")
+
+
+def test_a_job_that_fills_the_host_disk_fails_with_the_reason(
+    project: Project, tiny_host: Path
+) -> None:
+    project.workflows("""
+        workflows:
+          - name: fill
+            commands: [mkdir -p out, echo start, head -c 3000000 /dev/urandom > out/big.bin]
+            artifacts: [out]
+    """)
+    done = project.dstack("run", "fill", "--host", "tiny")
+    assert done.returncode != 0 and done.stdout.startswith("start\n"), done.stderr
+    no_traceback(done)
+    run = project.last_run()["name"]
+    error = job(project, run)["error"]
+    assert error.startswith("no space left on tiny ("), error
+    listed = json.loads(project.dstack("artifacts", "list", run, "--json", check=True).stdout)
+    assert [f["path"] for f in listed["fill"]["files"]] == ["out/big.bin"], "what it wrote is kept"
+    assert_failed_run_usable(project, run, "start\n")
+
+
 # --- temporary files of killed processes ---------------------------------------------------------
 
 
@@ -344,6 +414,62 @@ def test_gc_removes_temporary_files_that_killed_processes_left(project: Project)
     assert not any(p.exists() for p in left) and fresh.exists()
     assert sorted(p for p in blobs.rglob("*") if p.is_file() and p != fresh) == kept
     assert "temporary" not in project.dstack("gc", check=True).stderr
+
+
+KILLED_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from dstack.atomic import write_text_atomic
+os.replace = lambda *_: os.kill(os.getpid(), signal.SIGKILL)  # killed before its rename
+write_text_atomic(Path(sys.argv[1]), "{}")
+"""
+
+
+def test_gc_sweeps_dstack_home_but_never_a_jobs_own_files(project: Project) -> None:
+    project.workflows("workflows:\n  - {name: a, commands: [echo a]}\n")
+    project.dstack("run", "a", check=True)
+    project.dstack("secrets", "add", "TOKEN", "s3cret", check=True)
+    run, home = project.last_run()["name"], project.home
+    secrets = home / "secrets.json"
+    kept_secrets = secrets.read_bytes()
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITE, str(secrets)], env=project.env())
+    assert killed.returncode == -signal.SIGKILL and secrets.read_bytes() == kept_secrets
+    (left_by_kill,) = home.glob(".tmp-secrets.json.*")
+    job_dir = home / "runs" / run / "a"
+    stale = [
+        left_by_kill,
+        home / ".tmp-config.yaml.k3j4h5",
+        home / "cache" / "plans" / ".tmp-0a1b2c.json.x8y9z0",
+        home / "store" / "runs" / f".tmp-{run}.json.q1w2e3",
+        job_dir / ".tmp-env.sh.r4t5y6",
+    ]
+    theirs = [  # a job's and pip's files: never dstack's to remove, however old
+        job_dir / "work" / ".tmp-the-jobs-own",
+        job_dir / "mirror" / "sub" / ".tmp-synced-from-the-host",
+        home / "venvs" / "0123abcd" / "lib" / ".tmp-pip",
+    ]
+    old = time.time() - 1200
+    for path in stale + theirs:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"half")
+        os.utime(path, (old, old))
+    fresh = home / "cache" / ".tmp-shared-runs.json.in-use"  # a live process is writing it
+    fresh.write_bytes(b"being written")
+
+    dry = project.dstack("gc", "--dry-run", check=True)
+    assert f"Would remove {len(stale)} temporary files" in dry.stderr, dry.stderr
+    listed = {line.strip() for line in dry.stderr.splitlines() if line.startswith("  ")}
+    assert listed == {str(p) for p in stale}
+    assert all(p.exists() for p in [*stale, *theirs, fresh]), "a dry run removes nothing"
+
+    done = project.dstack("gc", check=True)
+    assert f"Removed {len(stale)} temporary files" in done.stderr, done.stderr
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in [*theirs, fresh])
+    assert secrets.read_bytes() == kept_secrets, "the secrets the killed write left alone"
+    assert "TOKEN" in project.dstack("secrets", "list", check=True).stdout
+    assert project.dstack("logs", run, check=True).stdout == "a\n"
 
 
 # --- the state database --------------------------------------------------------------------------

@@ -58,11 +58,13 @@ def destroy_recorded(home: Home, state: State, name: str) -> int:
         stack = select_stack(home, name)
         if stack is not None:
             destroy(stack, _say)
-    except Exception as e:  # whatever went wrong, the row stays for `dstack gc`
-        reason = e.message if isinstance(e, DstackError) else f"{type(e).__name__}: {e}"
-        ledger.update(name, status="leaked", error=reason.splitlines()[-1])
-        _say(f"{name}: {reason}")
+    except DstackError as e:  # the row stays for `dstack gc`, with the reason
+        ledger.update(name, status="leaked", error=e.message.splitlines()[-1])
+        _say(f"{name}: {e.message}")
         return 1
+    except BaseException as e:  # unexpected: still left for `dstack gc`, then told in full
+        ledger.update(name, status="leaked", error=f"{type(e).__name__}: {e}".splitlines()[-1])
+        raise
     ledger.forget(name)
     known_hosts(home, name).unlink(missing_ok=True)
     if not ledger.all(record.run_name):
@@ -76,14 +78,19 @@ def _say(text: str) -> None:
 
 
 def main() -> None:
+    from dstack import logs_setup
     from dstack.errors import DstackError
     from dstack.home import open_home
 
+    logs_setup.configure(debug=os.environ.get("DSTACK_DEBUG") == "1")
     try:
         home = open_home()
         code = destroy_recorded(home, State(home), sys.argv[1])
     except DstackError as e:  # the row stays; the parent says `dstack gc` tries again
         _say(e.message)
+        code = 1
+    except Exception as e:  # this process's top: one line naming the log with the traceback
+        sys.stderr.write(logs_setup.unexpected_line(e, logs_setup.record_unexpected(e)) + "\n")
         code = 1
     sys.exit(code)
 

@@ -1,6 +1,6 @@
 """`dstack gc`: find and destroy cloud stacks whose run is no longer alive (its supervisor was
 killed, its machine lost power, a teardown failed), so nothing keeps costing money; and remove
-the temporary files that killed processes left in the local store and caches."""
+the temporary files that killed processes left in DSTACK_HOME and the local store."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from dstack.cli.common import age, print_json, table
 if TYPE_CHECKING:
     from dstack.home import Home
 
-TEMP_PREFIXES = (".tmp-", ".dstack-")  # what the store and the blob cache write before a rename
+# What dstack.atomic, the store and the blob cache write before a rename.
+TEMP_PREFIXES = (".tmp-", ".dstack-")
 TEMP_AGE = 600.0  # seconds unchanged before a temporary file counts as left behind
 
 
@@ -99,7 +100,7 @@ def _remove_temp_files(home: Home, dry_run: bool) -> None:
     size = 0
     for path in leftovers:
         try:
-            size += path.stat().st_size
+            size += path.lstat().st_size
             if not dry_run:
                 path.unlink()
         except FileNotFoundError:  # renamed or removed meanwhile
@@ -109,25 +110,31 @@ def _remove_temp_files(home: Home, dry_run: bool) -> None:
     verb = "Would remove" if dry_run else "Removed"
     sys.stderr.write(
         f"{verb} {len(leftovers)} temporary file{'s' if len(leftovers) != 1 else ''} "
-        f"({format_size(size)}) left by killed dstack processes.\n"
+        f"({format_size(size)}) left by killed dstack processes{':' if dry_run else '.'}\n"
     )
+    if dry_run:
+        sys.stderr.writelines(f"  {path}\n" for path in leftovers)
 
 
 def temp_files(home: Home, older_than: float) -> list[Path]:
-    """Temporary files in the local store (wherever its folder is) and in DSTACK_HOME/cache
-    unchanged for ``older_than`` seconds: a live process keeps writing, or renames, its own."""
+    """Temporary files unchanged for ``older_than`` seconds (a live process keeps writing, or
+    renames, its own) in DSTACK_HOME (its config, caches, secrets, run records, the local
+    store) and in the store's folder wherever it is."""
     from dstack.config import store_location
 
-    roots = [home.store_dir, home.root / "cache"]
+    roots = [home.root]
     location = store_location(home)
     if location is not None and location.url and location.url.startswith("file://"):
         from dstack.storage.location import split_url
 
-        roots.append(Path(split_url(location.url)[2]))
+        store = Path(split_url(location.url)[2])
+        if not store.resolve().is_relative_to(home.root.resolve()):
+            roots.append(store)
     cutoff = time.time() - older_than
     found = []
-    for root in dict.fromkeys(roots):
-        for folder, _, names in os.walk(root):
+    for root in roots:
+        for folder, dirs, names in os.walk(root):
+            dirs[:] = [d for d in dirs if not _not_dstacks(home, Path(folder, d))]
             for name in names:
                 if not name.startswith(TEMP_PREFIXES):
                     continue
@@ -138,3 +145,11 @@ def temp_files(home: Home, older_than: float) -> list[Path]:
                 except FileNotFoundError:
                     continue
     return found
+
+
+def _not_dstacks(home: Home, folder: Path) -> bool:
+    """A folder whose files dstack did not name, so a ``.tmp-`` file there may be a job's own:
+    a job's folders (runs/RUN/JOB/work, its mirror) and the cached Python environments."""
+    if folder == home.venvs_dir:
+        return True
+    return folder.is_relative_to(home.runs_dir) and len(folder.relative_to(home.runs_dir).parts) > 2

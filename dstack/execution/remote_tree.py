@@ -7,7 +7,6 @@ import tempfile
 from pathlib import Path
 
 from dstack.errors import StoreError
-from dstack.ssh.connect import HostError
 from dstack.ssh.remote import Remote
 from dstack.storage.blobs import BlobStore
 from dstack.storage.manifest import Entry
@@ -94,10 +93,7 @@ def _run_checked(remote: Remote, command: str, data: bytes) -> bytes:
             hint="a manifest in the store was tampered with or damaged; nothing was run",
         )
     if code != 0:
-        raise HostError(
-            f"On {remote.address.label}, preparing the job's files failed with exit code "
-            f"{code}: {err.decode(errors='replace').strip()[-300:]}"
-        )
+        raise remote.failure("preparing the job's files", code, err)
     return out
 
 

@@ -79,7 +79,8 @@ class SSHJob(JobHandle):
             return JobExit(int(code))
         if word == "running":
             return None
-        return JobExit(255, "the job's process vanished on the host")
+        full = self.remote.full_disk(self.job_dir, "the job's exit code could not be written")
+        return JobExit(255, full.message if full else "the job's process vanished on the host")
 
     def read_log(self, offset: int) -> bytes:
         return self.remote.exec(f"tail -c +{offset + 1} {q(self.job_dir + '/' + LOG)} 2>/dev/null")[

@@ -37,12 +37,14 @@ class Tunnel(threading.Thread):
             threading.Thread(target=self._serve, args=(client, peer), daemon=True).start()
 
     def _serve(self, client: socket.socket, peer: tuple[str, int]) -> None:
+        import paramiko
+
         try:
             channel = self.transport.open_channel(
                 "direct-tcpip", ("127.0.0.1", self.remote_port), peer
             )
-        except Exception:  # nothing listens there (yet), or the connection dropped
-            client.close()
+        except (paramiko.SSHException, OSError, EOFError):  # nothing listens there (yet), or
+            client.close()  # the connection dropped
             return
         with contextlib.closing(client), contextlib.closing(channel):
             while not self.stopped.is_set():

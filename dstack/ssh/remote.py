@@ -1,8 +1,16 @@
-"""A host's SSH connection that survives drops: every call reconnects with backoff when needed."""
+"""A host's SSH connection that survives drops: every call reconnects with backoff when needed.
+
+A full disk on the host is told apart from other failures, as "no space left on HOST": from a
+command's stderr, and for SFTP writes (whose server says only "Failure") from `df` there.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import posixpath
+import shlex
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +19,17 @@ from dstack.ssh.connect import HostAddress, HostError, HostKeyError, connect
 
 if TYPE_CHECKING:
     from fabric import Connection
+    from paramiko import SFTPClient
+
+
+# Free space (KiB) at or below which a failed write is put down to a full disk: what a write
+# that failed for want of space leaves free is less than one of its chunks.
+NEARLY_FULL_KIB = 256
+NO_SPACE_HINT = "free space there; ~/.dstack/blobs on the host is a cache dstack refills"
+
+
+class NoSpaceError(HostError):
+    """The host's disk is full: retrying over a new connection cannot help."""
 
 
 class Remote:
@@ -35,7 +54,7 @@ class Remote:
         while True:
             try:
                 return action(self._connection())
-            except HostKeyError:
+            except (HostKeyError, NoSpaceError):
                 raise
             except (HostError, OSError, EOFError) + _paramiko_errors() as e:
                 self.close()
@@ -53,50 +72,100 @@ class Remote:
 
     def exec_full(self, command: str, data: bytes = b"") -> tuple[int, bytes, bytes]:
         """Run ``command`` with ``data`` on stdin; (exit status, stdout, stderr)."""
-
-        def run(conn: Connection) -> tuple[int, bytes, bytes]:
-            transport = conn.client.get_transport()
-            assert transport is not None
-            channel = transport.open_session()
-            try:
-                channel.exec_command(command)
-                if data:
-                    channel.sendall(data)
-                channel.shutdown_write()
-                stdout = channel.makefile("rb").read()
-                stderr = channel.makefile_stderr("rb").read()
-                status = channel.recv_exit_status()
-                if status == -1:  # the channel closed without an exit status: connection lost
-                    raise EOFError("the connection closed during a command")
-                return status, stdout, stderr
-            finally:
-                channel.close()
-
-        return self._retrying(run)  # type: ignore[no-any-return]
+        return self._retrying(lambda conn: _run(conn, command, data))  # type: ignore[no-any-return]
 
     def check(self, command: str, data: bytes = b"") -> bytes:
-        code, out = self.exec(command, data)
+        """Run ``command``; its stdout, or the error that its exit status and stderr tell."""
+        code, out, err = self.exec_full(command, data)
         if code != 0:
-            raise HostError(
-                f"On {self.address.label}, `{command.splitlines()[0][:60]}` failed "
-                f"with exit code {code}."
-            )
+            raise self.failure(f"`{command.splitlines()[0][:60]}`", code, err)
         return out
 
+    def failure(self, what: str, code: int, stderr: bytes) -> HostError:
+        """The error for ``what`` (a command, a step) that exited with ``code``: a full disk
+        says so, anything else ends with the last line of its stderr."""
+        lines = stderr.decode(errors="replace").strip().splitlines()
+        full = [line for line in lines if "No space left on device" in line]
+        if full:
+            return self._no_space(_shorten(full[-1]))
+        last = f": {_shorten(lines[-1]).rstrip('.')}" if lines else ""
+        return HostError(f"On {self.address.label}, {what} failed with exit code {code}{last}.")
+
+    def full_disk(self, folder: str, detail: str) -> NoSpaceError | None:
+        """The error to give when ``folder``'s disk on the host is (nearly) full, else None."""
+        return self._retrying(lambda conn: self._full(conn, folder, detail))  # type: ignore[no-any-return]
+
+    def _full(self, conn: Connection, folder: str, detail: str) -> NoSpaceError | None:
+        code, out, _ = _run(conn, f"df -Pk -- {shlex.quote(folder)}")
+        try:
+            available = int(out.decode().splitlines()[-1].split()[3])
+        except (IndexError, ValueError):  # no df, or an output we cannot read: not known full
+            return None
+        if code != 0 or available > NEARLY_FULL_KIB:
+            return None
+        return self._no_space(f"{detail} ({available} KB free in {folder})")
+
+    def _no_space(self, detail: str) -> NoSpaceError:
+        return NoSpaceError(f"no space left on {self.address.label}: {detail}", hint=NO_SPACE_HINT)
+
+    def _writing(self, remote: str, write: Callable[[SFTPClient], object]) -> None:
+        """Run ``write`` over SFTP. A failure that SFTP does not explain (errno None: "Failure",
+        "size mismatch in put!") on a full disk becomes NoSpaceError, its partial file removed."""
+
+        def attempt(conn: Connection) -> None:
+            sftp = conn.sftp()
+            try:
+                write(sftp)
+            except OSError as e:
+                if e.errno is not None:
+                    raise
+                folder = posixpath.dirname(remote) or "."
+                full = self._full(conn, folder, f"writing {posixpath.basename(remote)} failed: {e}")
+                if full is None:
+                    raise
+                with contextlib.suppress(OSError):  # give back what the partial file took
+                    sftp.remove(remote)
+                raise full from None
+
+        self._retrying(attempt)
+
     def put(self, local: Path, remote: str) -> None:
-        self._retrying(lambda conn: conn.sftp().put(str(local), remote))
+        self._writing(remote, lambda sftp: sftp.put(str(local), remote))
 
     def put_bytes(self, data: bytes, remote: str, mode: int = 0o644) -> None:
-        def write(conn: Connection) -> None:
-            sftp = conn.sftp()
+        def write(sftp: SFTPClient) -> None:
             with sftp.open(remote, "wb") as handle:
                 handle.chmod(mode)
                 handle.write(data)
 
-        self._retrying(write)
+        self._writing(remote, write)
 
     def get(self, remote: str, local: Path) -> None:
         self._retrying(lambda conn: conn.sftp().get(remote, str(local)))
+
+
+def _run(conn: Connection, command: str, data: bytes = b"") -> tuple[int, bytes, bytes]:
+    """One command over ``conn``'s transport: (exit status, stdout, stderr)."""
+    transport = conn.client.get_transport()
+    assert transport is not None
+    channel = transport.open_session()
+    try:
+        channel.exec_command(command)
+        if data:
+            channel.sendall(data)
+        channel.shutdown_write()
+        stdout = channel.makefile("rb").read()
+        stderr = channel.makefile_stderr("rb").read()
+        status = channel.recv_exit_status()
+        if status == -1:  # the channel closed without an exit status: connection lost
+            raise EOFError("the connection closed during a command")
+        return status, stdout, stderr
+    finally:
+        channel.close()
+
+
+def _shorten(line: str, limit: int = 200) -> str:
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _paramiko_errors() -> tuple[type[BaseException], ...]:

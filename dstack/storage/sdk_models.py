@@ -16,6 +16,18 @@ from typing import Any
 
 from dstack.atomic import write_bytes_atomic
 
+# What unpickling a missing, truncated or otherwise damaged file can raise.
+_DAMAGED = (
+    OSError,
+    EOFError,
+    pickle.UnpicklingError,
+    ValueError,
+    AttributeError,
+    ImportError,
+    IndexError,
+    TypeError,
+)
+
 
 def cache_models(session: Any, folder: Path) -> None:
     """Make ``session`` load its models through the pickle cache in ``folder``."""
@@ -32,7 +44,7 @@ def cache_models(session: Any, folder: Path) -> None:
                 cached = folder / (hashlib.sha1(key.encode()).hexdigest() + ".pickle")
                 try:
                     return pickle.loads(cached.read_bytes())
-                except Exception:  # missing or damaged (any error): parse the JSON again
+                except _DAMAGED:  # missing or damaged: parse the JSON again
                     data = super().load_file(file_path)
                     if data is not None:
                         with suppress(OSError):  # a read-only home only loses the speed-up
