@@ -112,9 +112,11 @@ class S3ObjectStore(BucketObjectStore):
     ) -> None:
         size = span[1] if span else src.stat().st_size
         with self._errors("upload to", key):
-            # One request for a blob, a small file or a span (the transfer manager's threads
-            # cost more than they save, and it would hold a span's parts in memory).
-            if size < PART or span or sha256:
+            # One request for a small file or a span (the transfer manager's threads cost more
+            # than they save, and it would hold a span's parts in memory). Blobs are at most a
+            # chunk, but for a file dstack downloaded and verified itself (SFTP collection):
+            # that private copy goes up in parts, as any large file.
+            if size <= PART or span:
                 # With the hash the server verifies the very content address (and botocore
                 # skips its own CRC32: 0.7 s of CPU per GB); If-None-Match: a blob already
                 # there is never replaced.
