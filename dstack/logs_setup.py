@@ -56,11 +56,16 @@ def _not_file_only(record: logging.LogRecord) -> bool:
 
 
 class _Warnings(logging.Formatter):
-    """What a user reads on stderr without --debug: one line per warning or error."""
+    """What a user reads on stderr without --debug: one line per warning or error, secret
+    values masked (the secrets are read at the first warning: most commands print none)."""
+
+    mask: Callable[[str], str] | None = None
 
     def format(self, record: logging.LogRecord) -> str:
+        if self.mask is None:
+            self.mask = masker(_home())
         kind = "warning" if record.levelno == logging.WARNING else "error"
-        return f"dstack: {kind}: {record.getMessage()}"
+        return self.mask(f"dstack: {kind}: {record.getMessage()}")
 
 
 def masker(home: Home | None) -> Callable[[str], str]:

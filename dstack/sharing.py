@@ -19,7 +19,7 @@ from dstack.home import Home
 from dstack.spec.names import name_problem, shown
 from dstack.state.db import State
 from dstack.state.records import ACTIVE, FINAL
-from dstack.storage.records import read_record
+from dstack.storage.records import fields_problem, printable_problem, read_record
 from dstack.storage.store import Store, run_key
 from dstack.tags import TagBook, manifests_by_job, who
 
@@ -88,21 +88,28 @@ _FIELDS: dict[str, tuple[type, ...]] = {
 def record_problem(key: str, data: object) -> str | None:
     """What is wrong with a run record read from the store under ``key`` (a teammate's home
     wrote it, or anyone with write access to the bucket): None when it can be used."""
-    if not isinstance(data, dict):
-        return f"is a JSON {type(data).__name__}, not an object"
-    for name, types in _FIELDS.items():
-        if name not in data:
-            return f"has no '{name}'"
-        value = data[name]
-        if isinstance(value, bool) or not isinstance(value, types):
-            return f"has a {type(value).__name__} as '{name}'"
+    why = fields_problem(data, _FIELDS)
+    if why is not None:
+        return why
+    assert isinstance(data, dict)
     if data["status"] not in (*FINAL, *ACTIVE):
-        return f"has an unknown status {data['status']!r:.40}"
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in data["manifests"].items()):
-        return "has manifests that are not names of jobs and keys"
+        return f"has an unknown status {shown(data['status'])}"
+    names = [
+        ("run", data["name"]),
+        ("workflow", data["workflow"]),
+        *(("job", j) for j in data["manifests"]),
+    ]
+    if data["tag"] is not None:
+        names.append(("tag", data["tag"]))
+    for what, name in names:
+        problem = name_problem(name)
+        if problem:
+            return f"has a {what} name that {problem}"
+    if not all(isinstance(v, str) for v in data["manifests"].values()):
+        return "has manifests that are not keys"
     if run_key(data["name"]) != key:
-        return f"names another run ({data['name']!r:.60})"
-    return None
+        return f"names another run ({shown(data['name'])})"
+    return printable_problem("owner", data["owner"])
 
 
 def parse_record(key: str, raw: bytes) -> SharedRun:
@@ -135,13 +142,18 @@ def shared_runs(home: Home, state: State, store: Store) -> list[SharedRun]:
     }
     fetch = [n for n in names if n not in found]
     if fetch:
+
+        def fetched(name: str) -> SharedRun | None:
+            try:
+                return parse_record(run_key(name), store.objects.get_bytes(run_key(name)))
+            except StoreError as e:  # this record alone: gone meanwhile, damaged, a bad key
+                log.warning("%s Skipped it.", e.message)
+                return None
+
         with ThreadPoolExecutor(store.objects.parallelism) as pool:
-            raws = pool.map(lambda n: store.objects.get_bytes(run_key(n)), fetch)
-            for name, raw in zip(fetch, raws, strict=True):
-                try:
-                    found[name] = parse_record(run_key(name), raw)
-                except StoreError as e:
-                    log.warning("%s Skipped it.", e.message)
+            for name, run in zip(fetch, pool.map(fetched, fetch), strict=True):
+                if run is not None:
+                    found[name] = run
         finals = {n: r.to_dict() for n, r in found.items() if r.finished}
         write_text_atomic(cache_path, json.dumps(finals))
     return [found[n] for n in names if n in found]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import getpass
 import json
 import logging
-import math
 import os
 import re
 import socket
@@ -27,7 +26,7 @@ from typing import Any
 from dstack.errors import NotFoundError, RunStateError, SpecError, StoreError
 from dstack.spec.names import NAME_MAX, NAME_RULE, name_problem, shown
 from dstack.storage.objects import ObjectStore
-from dstack.storage.records import read_record
+from dstack.storage.records import fields_problem, printable_problem, read_record
 
 log = logging.getLogger(__name__)
 
@@ -165,12 +164,10 @@ def event_problem(key: str, data: object) -> str | None:
     used. Its names become store keys and folder names, so they are checked like a user's."""
     if not _EVENT_KEY.fullmatch(key):
         return "is not named like a tag event (tags/TAG/TIME-ID.json)"
-    if not isinstance(data, dict):
-        return f"is a JSON {type(data).__name__}, not an object"
-    for name, types in _FIELDS.items():
-        value = data.get(name)
-        if isinstance(value, bool) or not isinstance(value, types):
-            return f"has {type(value).__name__ if name in data else 'nothing'} as '{name}'"
+    why = fields_problem(data, _FIELDS)
+    if why is not None:
+        return why
+    assert isinstance(data, dict)
     if data["tag"] != key.split("/")[1]:
         return f"names another tag ({shown(data['tag'])})"
     if data["action"] not in ("set", "delete"):
@@ -187,9 +184,7 @@ def event_problem(key: str, data: object) -> str | None:
         isinstance(m, str) and _MANIFEST_KEY.fullmatch(m) for m in data["manifests"].values()
     ):
         return "has manifests that are not keys of manifests (manifests/RUN/JOB.json)"
-    if not math.isfinite(data["created_at"]):
-        return "has a 'created_at' that is not a time"
-    return None
+    return printable_problem("by", data["by"])
 
 
 def parse_event(key: str, raw: bytes) -> TagEvent:

@@ -459,7 +459,7 @@ def test_env_keys_are_identifiers_and_not_the_hosts_or_dstacks(
     seeded.workflows(f"workflows:\n  - name: ok\n    commands: [echo ok]\n    {env}\n")
     err = refused(seeded, "run", "ok")
     assert ".dstack/workflows.yaml:4: workflow 'ok', field 'env" in err and expected in err, err
-    assert "PATH, HOME, SHELL, USER, DSTACK_* or PORT_N" in err
+    assert "PATH, HOME, SHELL, IFS, BASH_ENV, DSTACK_* or PORT_N" in err
 
 
 def test_a_2022_file_setting_pythonunbuffered_still_runs(seeded: Project) -> None:

@@ -204,7 +204,7 @@ def test_malformed_run_records_in_the_store_are_skipped_with_a_warning(
     warnings = [line for line in listed.stderr.splitlines() if line.startswith("dstack: warning")]
     for key, why in [
         ("runs/junk-run-2.json", "is not JSON"),
-        ("runs/typed-run-3.json", "has a str as 'created_at'"),
+        ("runs/typed-run-3.json", "has str as 'created_at'"),
         ("runs/list-run-4.json", "is a JSON list"),
         ("runs/alias-run-5.json", "names another run"),
     ]:
@@ -242,7 +242,7 @@ def test_unreadable_artifact_fails_the_run_with_the_reason(project: Project) -> 
     no_traceback(done)
     run = project.last_run()["name"]
     error = job(project, run)["error"]
-    assert "its artifacts could not be saved: Permission denied" in error
+    assert "its artifacts could not be saved: Cannot read 'out/locked.txt': permission" in error
     assert "out/locked.txt" in error and "locked failed (its artifacts" in done.stderr
     work = project.home / "runs" / run / "locked" / "work" / "out"
     assert (work / "ok.txt").read_text() == "fine\n", "the files stay where the job left them"
@@ -547,3 +547,23 @@ def test_damaged_state_database_gets_a_clear_error_and_a_way_back(
     assert len(project.ps()) == 1
     again = project.dstack("init", "--reset-state", check=True)
     assert "is healthy; nothing was moved" in again.stderr
+
+
+def test_hosts_routed_by_ssh_config_or_unknown_to_dns_are_left_to_ssh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quick TCP check must not call a host down that only ssh knows how to reach."""
+    from dstack.runner import placement
+
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text(
+        "Host gpu-alias\n  HostName 127.0.0.1\nHost behind\n  ProxyJump bastion\n"
+    )
+    monkeypatch.setenv("HOME", str(tmp_path))
+    placement._routed_by_ssh_config.cache_clear()
+    try:
+        assert placement._routed_by_ssh_config("gpu-alias")
+        assert placement._routed_by_ssh_config("behind")
+        assert not placement._routed_by_ssh_config("127.0.0.1")
+    finally:
+        placement._routed_by_ssh_config.cache_clear()

@@ -206,3 +206,26 @@ def test_artifact_names_with_quotes_dollars_and_backslashes_come_back(
             transfer
         )
     assert not Path("ran").exists(), "a name ran as a command here"
+
+
+def test_variables_in_a_list_of_args_arrive_as_one_word_each(tmp_path: Path) -> None:
+    project = Project(tmp_path / "repo", tmp_path / "home")
+    project.write("show.py", SHOW)
+    project.write(".dstack/variables.yaml", "variables:\n  name: my run; $(id)\n")
+    project.workflows(
+        """
+        workflows:
+          - name: listed
+            provider: python
+            script: show.py
+            args: ["--name", "${{ name }}"]
+          - name: text
+            provider: python
+            script: show.py
+            args: --name ${{ name }}
+        """
+    )
+    for job in ("listed", "text"):
+        done = project.dstack("run", job, check=True)
+        words = [bytes.fromhex(line.split()[1]).decode() for line in done.stdout.splitlines()]
+        assert words == ["--name", "my run; $(id)"], (job, words)

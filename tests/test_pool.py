@@ -106,7 +106,7 @@ def test_host_and_login_names_an_ssh_command_line_would_misread_are_refused(
         ("--host", "a b"),
         ("--host", "box;id"),
         ("--user", proxy),
-        ("--user", "me@box"),
+        ("--user", "me;id"),
         ("--user", "it's"),
     ):
         args = ["--host", "127.0.0.1", "--user", "me"]
@@ -117,3 +117,10 @@ def test_host_and_login_names_an_ssh_command_line_would_misread_are_refused(
         assert what in done.stderr and repr(value) in done.stderr
     assert not marker.exists()
     assert json.loads(project.dstack("pool", "list", "--json").stdout) == []
+
+
+def test_domain_logins_and_ipv6_zones_are_names() -> None:
+    from dstack.ssh.connect import HostAddress
+
+    address = HostAddress("ad", "fe80::1%eth0", 22, "ann@corp.example")
+    assert address.user == "ann@corp.example" and address.host == "fe80::1%eth0"

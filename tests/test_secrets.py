@@ -139,7 +139,7 @@ def test_multi_line_secret_is_masked_line_by_line_everywhere(
 
 
 def test_secret_names_that_would_replace_what_jobs_need_are_refused(project: Project) -> None:
-    for name in ("PATH", "HOME", "SHELL", "USER", "DSTACK_RUN", "PORT_0", "PYTHONUNBUFFERED"):
+    for name in ("PATH", "HOME", "SHELL", "BASH_ENV", "DSTACK_RUN", "PORT_0", "PYTHONUNBUFFERED"):
         done = project.dstack("secrets", "add", name, "value")
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         assert f"'{name}' cannot be a secret's name" in done.stderr

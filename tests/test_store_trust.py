@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -386,3 +387,64 @@ def test_an_up_to_date_job_whose_blobs_were_lost_runs_again(project: Project) ->
     assert healed.returncode == 0, healed.stderr
     assert healed.stdout.endswith("weights\n")
     assert "missing from the store: running it again" in healed.stderr
+
+
+def test_links_that_leave_the_saved_files_are_left_out_with_a_warning(project: Project) -> None:
+    project.workflows(
+        """
+        workflows:
+          - name: produce
+            commands:
+              - mkdir -p out && echo w > out/w.txt
+              - ln -s /usr/bin/python3 out/python && ln -s ../../.. out/up && ln -s w.txt out/ok
+            artifacts: [out]
+          - name: consume
+            deps: [{workflow: produce}]
+            commands: [cat out/ok]
+        """
+    )
+    done = project.dstack("run", "produce", check=True)
+    assert "left out the link 'out/python' -> '/usr/bin/python3'" in done.stderr
+    assert "left out the link 'out/up' -> '../../..'" in done.stderr
+    run = project.last_run()["name"]
+    listed = json.loads(project.dstack("artifacts", "list", run, "--json", check=True).stdout)
+    assert {f["path"] for f in listed["produce"]["files"]} == {"out/w.txt", "out/ok"}
+    assert project.dstack("run", "consume", check=True).stdout == "w\n"
+
+
+def test_an_unreadable_repo_file_gets_a_clear_error() -> None:
+    import shutil
+    import subprocess
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="dstack-unreadable-", dir="/tmp"))  # nobody may enter
+    try:
+        base.chmod(0o777)
+        project = Project(base / "repo", base / "home")
+        project.workflows("workflows:\n  - {name: hi, commands: [echo hi]}\n")
+        secret = project.root / "private.txt"
+        secret.write_text("x")
+        secret.chmod(0o600)  # root's, and the command runs as nobody
+        done = subprocess.run(
+            [
+                shutil.which("setpriv") or "setpriv",
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                sys.executable,
+                "-m",
+                "dstack",
+                "run",
+                "hi",
+            ],
+            cwd=project.root,
+            env=project.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+        assert "Cannot read 'private.txt': permission denied" in done.stderr, done.stderr
+    finally:
+        shutil.rmtree(base)

@@ -57,14 +57,16 @@ def download(
     from dstack.cli.progress import transfer_bar
     from dstack.storage.manifest import materialize
     from dstack.storage.store import Store
+    from dstack.storage.tree import final_tree
 
     home, state = open_state()
     store = Store.open(home)
     manifests = load_all(state, store, ref)
     target = output or Path(ref.lstrip(":"))
+    # the jobs' files land in one folder: one tree, judged whole (links across jobs)
+    tree = final_tree(m.entries for m in manifests.values())
     with transfer_bar("downloading") as bar:
-        bar.expect(sum(m.total_size for m in manifests.values()))
-        for manifest in manifests.values():
-            materialize(manifest.entries, target, store.blobs, bar)
+        bar.expect(sum(e.size for e in tree))
+        materialize(tree, target, store.blobs, bar)
     files = sum(len(m.entries) for m in manifests.values())
     sys.stderr.write(f"Downloaded {files} files of {ref} to {target}\n")

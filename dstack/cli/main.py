@@ -55,6 +55,10 @@ def main() -> None:
     """Console entry point: user errors print one paragraph and exit non-zero; an unexpected
     error prints one line naming the log that holds its traceback; --debug shows more."""
     _tune_gc()
+    before_dashes = sys.argv[: sys.argv.index("--")] if "--" in sys.argv else sys.argv
+    if "--debug" in before_dashes[2:]:  # after the command too, as dstack always took it
+        sys.argv.remove("--debug")
+        os.environ["DSTACK_DEBUG"] = "1"
     logs_setup.configure(debug=os.environ.get("DSTACK_DEBUG") == "1")
     from dstack.errors import DstackError
 

@@ -53,7 +53,7 @@ while IFS=$'\t' read -r kind value path; do
     links+=("$path")
   else
     [[ $kind =~ ^[0-9a-f]{64}$ && $value =~ ^[0-7]{1,3}$ ]] || refuse "the entry $(printf %q "$path")"
-    cp -- "$blobs/$kind" "$path" && chmod "$value" "$path" || exit 1
+    cp -- "$blobs/$kind" "$path" && chmod -- "$value" "$path" || exit 1
   fi
 done
 for link in "${links[@]}"; do

@@ -206,8 +206,10 @@ class SSHExecutor(Executor):
         ]
         if address.identity_file:
             ssh += ["-i", address.identity_file, "-o", "IdentitiesOnly=yes"]
+        if address.user:
+            ssh += ["-l", address.user]  # apart from the host: a login may hold '@' (AD users)
         host = f"[{address.host}]" if ":" in address.host else address.host  # IPv6
-        source = f"{address.user + '@' if address.user else ''}{host}:{job_dir}/work/"
+        source = f"{host}:{job_dir}/work/"
         done = subprocess.run(
             [
                 "rsync",

@@ -72,7 +72,10 @@ def finish_job(
     try:
         sealed = seal_artifacts(store, executor, job, ok, cache)
     except (DstackError, OSError) as e:
-        where = f"; its files are still in {job.job_dir}" if job.job_dir else ""
+        where = ""
+        if job.job_dir and executor.backend in ("local", "ssh"):
+            on = "" if executor.backend == "local" else f" on {executor.host_name()}"
+            where = f"; its files are still in {job.job_dir}{on}"
         problems.append(f"its artifacts could not be saved: {describe(e)}{where}")
     try:
         mirror_log(home, executor, job)

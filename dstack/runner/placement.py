@@ -3,8 +3,10 @@ run allows (--backend, --host) and by each job's minimum resources."""
 
 from __future__ import annotations
 
+import functools
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dstack.config import local_enabled
@@ -71,8 +73,28 @@ def unreachable(host: PoolHost, timeout: float = REACH_TIMEOUT) -> str | None:
     """Why the host's SSH port does not answer, or None when it does. A TCP connection only
     (a millisecond on a LAN), so that a job goes to another host instead of spending the
     SSH client's minute of reconnecting on a host that is down."""
+    if _routed_by_ssh_config(host.address.host):
+        return None  # an alias or a jump host in ~/.ssh/config: only SSH itself can tell
     try:
         with socket.create_connection((host.address.host, host.address.port), timeout):
             return None
+    except socket.gaierror:
+        return None  # a name this machine's resolver does not know; SSH may (its config)
     except OSError as e:
         return e.strerror or str(e) or type(e).__name__
+
+
+@functools.cache
+def _routed_by_ssh_config(host: str) -> bool:
+    """Whether ~/.ssh/config gives the host another name, or a proxy to reach it by (Fabric
+    follows that config, a plain TCP connection does not)."""
+    path = Path.home() / ".ssh" / "config"
+    if not path.is_file():
+        return False
+    import paramiko
+
+    try:
+        found = paramiko.SSHConfig.from_path(str(path)).lookup(host)
+    except (OSError, ValueError, paramiko.SSHException):
+        return True  # a config we cannot read: leave it to SSH
+    return found.get("hostname", host) != host or bool({"proxyjump", "proxycommand"} & set(found))

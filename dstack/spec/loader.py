@@ -20,7 +20,7 @@ WORKFLOW_KEYS = sorted({f.alias or n for n, f in Workflow.model_fields.items()} 
 RESOURCE_KEYS = sorted(set(Resources.model_fields) | set(RESOURCE_ALIASES))
 ENV_HINT = (
     "env: [NAME=value, NAME] or environment: {NAME: value}; names are letters, digits and "
-    "'_' (not first a digit), and not PATH, HOME, SHELL, USER, DSTACK_* or PORT_N, which "
+    "'_' (not first a digit), and not PATH, HOME, SHELL, IFS, BASH_ENV, DSTACK_* or PORT_N, which "
     "the host or dstack sets"
 )
 

@@ -183,7 +183,9 @@ def substitute(node: Any, values: dict[str, Any], run_args: list[str], where: st
             out = LineDict()
             out.file, out.line, out.key_lines = value.file, value.line, value.key_lines
             for k, v in value.items():
-                out[k] = walk(v, line_of(value, k), shell or k in SHELL_KEYS)
+                # a list of args is argv already (each item one word): only text is split
+                read_by_shell = k in SHELL_KEYS and not (k == "args" and isinstance(v, list))
+                out[k] = walk(v, line_of(value, k), shell or read_by_shell)
             return out
         if isinstance(value, LineList):
             out_list = LineList(walk(v, line_of(value, i), shell) for i, v in enumerate(value))

@@ -25,8 +25,8 @@ class HostKeyError(HostError):
 
 # A host name or address and a login name, as ssh and rsync take them on a command line:
 # nothing that a shell, ssh's option parser or its %-tokens would read as more than a name.
-_HOST = re.compile(r"^(?!-)[A-Za-z0-9_.:\[\]-]+$")
-_USER = re.compile(r"^(?!-)[A-Za-z0-9_.-]+\$?$")
+_HOST = re.compile(r"^(?!-)[A-Za-z0-9_.:%\[\]-]+$")  # '%': an IPv6 zone (fe80::1%eth0)
+_USER = re.compile(r"^(?!-)[A-Za-z0-9_.@-]+\$?$")  # '@': domain logins (ann@corp.example)
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class HostAddress:
         if self.user is not None and not _USER.match(self.user):
             raise SpecError(
                 f"Host '{self.name}': {self.user!r} is not a login name.",
-                hint="login names are letters, digits, '.', '_' and '-', not starting with '-'",
+                hint="login names are letters, digits, '.', '_', '@' and '-', not starting with '-'",
             )
         if not 0 < self.port < 65536:
             raise SpecError(f"Host '{self.name}': port {self.port} is not a TCP port (1-65535).")

@@ -277,7 +277,10 @@ class BlobStore:
                 f"'{label}' is corrupted in the store {source.url}: its content "
                 f"hashes to {digest.hexdigest()[:12]}…, not {sha[:12]}…"
                 + (f"; the damaged copy was moved to {aside}." if aside else "."),
-                hint="re-run the job that produced it with --no-cache: that stores it again",
+                hint="re-run the job that produced it: that stores it again"
+                if aside
+                else f"dstack never deletes a blob others may read: remove {blob_key(sha)} "
+                f"from {source.url} (its owner or an admin), then re-run the job that produced it",
             )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import stat
 import time
@@ -14,6 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from dstack.atomic import write_text_atomic
 from dstack.errors import StoreError
+from dstack.spec.names import shown
 from dstack.storage.blobs import BlobStore, Upload, chunk_tree, file_sha256
 from dstack.storage.objects import Meter, Progress
 from dstack.storage.tree import (
@@ -23,8 +25,8 @@ from dstack.storage.tree import (
     check_link,
     check_path,
     check_sha,
+    escaping_links,
     final_tree,
-    show,
 )
 
 
@@ -74,7 +76,7 @@ class Manifest:
             raise StoreError(f"{where} has no list of entries.", hint=TAMPERED)
         state, paths = data.get("state"), data.get("paths", [])
         if state not in STATES:
-            raise StoreError(f"{where} has an unknown state '{show(state)}'.", hint=TAMPERED)
+            raise StoreError(f"{where} has an unknown state {shown(state)}.", hint=TAMPERED)
         if not isinstance(paths, list):
             raise StoreError(f"{where} has a malformed list of paths.", hint=TAMPERED)
         entries = [_entry(item, where) for item in data["entries"]]
@@ -107,7 +109,7 @@ def _entry(item: object, where: str) -> Entry:
     size, mode, link, chunks = (item.get(k) for k in ("size", "mode", "link", "chunks"))
     for name, value in (("size", size), ("mode", mode)):
         if type(value) is not int or not 0 <= value <= MAX_SIZE:
-            raise StoreError(f"{at}: {name} '{show(value)}' is not a valid number.", hint=TAMPERED)
+            raise StoreError(f"{at}: {name} {shown(value)} is not a valid number.", hint=TAMPERED)
     assert isinstance(size, int) and isinstance(mode, int)
     if link is not None:
         return Entry(path, 0, 0o777, link=check_link(link, at))
@@ -131,6 +133,8 @@ def safe_relative(path: str) -> PurePosixPath:
     """A path found on a host, when it stays inside its folder (StoreError otherwise)."""
     return PurePosixPath(check_path(path, "A file on the host"))
 
+
+log = logging.getLogger(__name__)
 
 RACY_NS = 2_000_000_000
 
@@ -222,7 +226,7 @@ def scan_files(
             name = path[len(base) + 1 :] if path != base else os.path.basename(path)
             if UNSAFE_PATH.search(name):
                 raise StoreError(
-                    f"Cannot store '{show(name)}': file names with control characters "
+                    f"Cannot store {shown(name)}: file names with control characters "
                     "(newlines, tabs) are not supported.",
                     hint="rename the file, or leave it out (.gitignore, or the artifact paths)",
                 )
@@ -242,6 +246,8 @@ def scan_files(
                         entries.append(Entry(name, st.st_size, mode, hit[0], chunks=hit[1]))
             except FileNotFoundError:
                 continue  # removed while we looked: the next scan sees the truth
+            except PermissionError:
+                raise _unreadable(name) from None
     # Chunked files the cache knew, but whose chunks this store lacks, are stored again.
     lacking = blobs.missing({c for e in entries if e.chunks for c in e.chunks})
     if lacking:
@@ -258,6 +264,8 @@ def scan_files(
             stored = blobs.put_chunked(path, (st.st_size, st.st_mtime_ns), progress)
         except FileNotFoundError:
             return None
+        except PermissionError:
+            raise _unreadable(name) from None
         if stored is None:
             return None
         cache.remember(path, st, *stored)
@@ -279,7 +287,32 @@ def scan_files(
         if e.link is None and e.chunks is None and e.sha256 not in known
     ]
     changed = blobs.put_many(uploads, link, progress)
-    return [e for e in entries if e.link is not None or e.sha256 not in changed]
+    escaping = escaping_links(entries)
+    for entry in entries:
+        if entry.path in escaping and (entry.path, entry.link) not in _warned:
+            _warned.add((entry.path, entry.link))
+            log.warning(
+                "left out the link %s -> %s: it leads out of the saved files, and no reader "
+                "would restore it",
+                shown(entry.path),
+                shown(entry.link),
+            )
+    return [
+        e
+        for e in entries
+        if (e.link is None and e.sha256 not in changed)
+        or (e.link is not None and e.path not in escaping)
+    ]
+
+
+_warned: set[tuple[str, str | None]] = set()  # links already reported by this process
+
+
+def _unreadable(name: str) -> StoreError:
+    return StoreError(
+        f"Cannot read {shown(name)}: permission denied.",
+        hint="make it readable (chmod), or leave it out (.gitignore, or the artifact paths)",
+    )
 
 
 def _walk(path: str) -> Iterable[str]:
@@ -309,13 +342,17 @@ def materialize(
     tree = final_tree([entries])
     dest_resolved = dest.resolve()
 
-    def write(entry: Entry) -> None:
+    def inside(entry: Entry) -> Path:
         target = dest / entry.path
         if not target.parent.resolve().is_relative_to(dest_resolved):
             raise StoreError(
                 f"'{entry.path}' would be written through a link that leads out of {dest}.",
                 hint="remove the link from that folder, or choose an empty folder",
             )
+        return target
+
+    def write(entry: Entry) -> None:
+        target = inside(entry)
         if target.is_symlink():
             target.unlink()  # never write through a link left in the target folder
         blobs.get(entry.sha256, target, entry.path, keep, entry.chunks, entry.size)
@@ -333,7 +370,7 @@ def materialize(
     for entry in tree:
         if entry.link is None:
             continue
-        target = dest / entry.path
+        target = inside(entry)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.is_symlink() or target.is_file():
             target.unlink()

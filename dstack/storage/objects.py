@@ -17,7 +17,7 @@ from typing import Protocol
 
 from dstack.atomic import write_bytes_atomic
 from dstack.errors import ContentMismatch, StoreError
-from dstack.storage.tree import show
+from dstack.spec.names import shown
 
 Progress = Callable[[int], None]  # called with a number of bytes just moved
 Span = tuple[int, int]  # (offset, length): a part of a file stored as its own object
@@ -38,7 +38,7 @@ def check_key(key: str) -> str:
     parts = key.rstrip("/").split("/") if key else []
     if key.startswith("/") or "\0" in key or any(p in ("", ".", "..") for p in parts):
         raise StoreError(
-            f"The store key '{show(key)}' is unsafe (absolute or with '..').",
+            f"The store key {shown(key)} is unsafe (absolute or with '..').",
             hint="a name read from the store was tampered with; nothing was read or written",
         )
     return key
@@ -67,7 +67,8 @@ class ObjectStore(ABC):
         reader still sees all or none). With ``sha256`` (a content-addressed blob) the object
         is written once: it is committed only when the bytes sent hash to ``sha256``
         (ContentMismatch otherwise: the file changed meanwhile), and an object already under
-        the key is left as it is, never replaced or deleted."""
+        the key is left as it is, never replaced or deleted. (Only a file dstack itself
+        downloaded and verified, over 32 MB, may go to S3 in parts without these checks.)"""
 
     @abstractmethod
     def put_bytes(self, key: str, data: bytes) -> None: ...

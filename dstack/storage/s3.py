@@ -9,9 +9,11 @@ used and importing it would cost every command a fifth of a second.
 from __future__ import annotations
 
 import threading
+import time
 from base64 import b64encode
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from dstack.errors import ContentMismatch, StoreError
 from dstack.storage.objects import BucketObjectStore, Progress, Span, open_span
 
 PART = 32 * 1024**2
+CONFLICT_TRIES = 4  # a 409 while another home writes the same blob: wait for its end
 INSTALL_HINT = "install the AWS extra: pip install 'dstack[aws]'"
 
 
@@ -128,10 +131,16 @@ class S3ObjectStore(BucketObjectStore):
                     if sha256
                     else {}
                 )
-                with open_span(src, span) as body, _already_there_is_fine(bool(sha256)):
-                    self.client.put_object(
-                        Bucket=self.bucket_name, Key=self._key(key), Body=body, **checks
-                    )
+                for attempt in range(CONFLICT_TRIES):
+                    with open_span(src, span) as body, _write_once(bool(sha256)) as put:
+                        self.client.put_object(
+                            Bucket=self.bucket_name, Key=self._key(key), Body=body, **checks
+                        )
+                    if not put.conflict:
+                        break
+                    time.sleep(0.2 * (attempt + 1))  # another home is writing the same blob
+                else:
+                    raise StoreError(f"Cannot upload to {self._where(key)}: it stays busy.")
                 if progress:
                     progress(size)
                 return
@@ -215,16 +224,24 @@ class S3ObjectStore(BucketObjectStore):
         return notes
 
 
+@dataclass
+class _Put:
+    conflict: bool = False  # S3's 409: another write of the same key is under way
+
+
 @contextmanager
-def _already_there_is_fine(write_once: bool) -> Iterator[None]:
+def _write_once(write_once: bool) -> Iterator[_Put]:
     """A write-once put whose key exists is refused with 412: the blob is there already."""
     from botocore.exceptions import ClientError
 
+    put = _Put()
     try:
-        yield
+        yield put
     except ClientError as e:
         code = str(e.response.get("Error", {}).get("Code", ""))
-        if not (write_once and code in ("PreconditionFailed", "412")):
+        if write_once and code in ("ConditionalRequestConflict", "409"):
+            put.conflict = True
+        elif not (write_once and code in ("PreconditionFailed", "412")):
             raise
 
 

@@ -15,7 +15,6 @@ import hashlib
 import json
 from typing import Any
 
-from dstack.errors import StoreError
 from dstack.home import Home
 from dstack.storage.blobs import BlobStore
 from dstack.storage.manifest import Manifest
@@ -71,15 +70,6 @@ class Store:
 
     def put_run(self, record: dict[str, Any]) -> None:
         self.objects.put_bytes(run_key(record["name"]), json.dumps(record).encode())
-
-    def get_run(self, name: str) -> dict[str, Any] | None:
-        if not self.objects.exists(run_key(name)):
-            return None
-        try:
-            data: dict[str, Any] = json.loads(self.objects.get_bytes(run_key(name)))
-            return data
-        except ValueError as e:
-            raise StoreError(f"The record of run '{name}' in the store is unreadable: {e}.") from e
 
     def has_run(self, name: str) -> bool:
         return self.objects.exists(run_key(name))

@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from dstack.errors import StoreError
+from dstack.spec.names import shown
 
 if TYPE_CHECKING:
     from dstack.storage.manifest import Entry
@@ -33,7 +34,7 @@ def check_sha(value: object, where: str) -> str:
     """``value`` when it is a sha256 digest as dstack writes them (64 lowercase hex)."""
     if isinstance(value, str) and SHA256.fullmatch(value):
         return value
-    raise StoreError(f"{where}: '{show(value)}' is not a sha256 digest.", hint=TAMPERED)
+    raise StoreError(f"{where}: {shown(value)} is not a sha256 digest.", hint=TAMPERED)
 
 
 UNSAFE_PATH = re.compile(r"^/|/$|//|(^|/)\.\.?(/|$)|[\x00-\x1f\x7f]")
@@ -43,10 +44,10 @@ def check_path(value: object, where: str) -> str:
     """``value`` when it is a safe entry path: relative, normalised ('a/b', never 'a//b',
     'a/./b' or 'a/'), without '..', NUL or control characters, at most MAX_PATH bytes."""
     if not isinstance(value, str) or not value:
-        raise StoreError(f"{where}: the path '{show(value)}' is not a file name.", hint=TAMPERED)
+        raise StoreError(f"{where}: the path {shown(value)} is not a file name.", hint=TAMPERED)
     if UNSAFE_PATH.search(value) or len(value.encode("utf-8", "surrogatepass")) > MAX_PATH:
         raise StoreError(
-            f"{where}: the path '{show(value)}' is unsafe (absolute, not normalised, with "
+            f"{where}: the path {shown(value)} is unsafe (absolute, not normalised, with "
             "'..', control characters, or too long).",
             hint=TAMPERED,
         )
@@ -64,7 +65,7 @@ def check_link(value: object, where: str) -> str:
         or len(value.encode("utf-8", "surrogatepass")) > MAX_PATH
     ):
         raise StoreError(
-            f"{where}: the link target '{show(value)}' is unsafe (absolute, empty or with "
+            f"{where}: the link target {shown(value)} is unsafe (absolute, empty or with "
             "control characters).",
             hint=TAMPERED,
         )
@@ -85,6 +86,20 @@ def final_tree(layers: Iterable[Iterable[Entry]]) -> list[Entry]:
         else:
             check_sha(entry.sha256, f"Entry '{path}'")
     return [tree[p] for p in sorted(tree)]
+
+
+def escaping_links(entries: Iterable[Entry]) -> set[str]:
+    """The paths of links among ``entries`` that lead out of the tree they form (absolute
+    ones included): what a scan leaves out, as no reader would accept them."""
+    tree = {e.path: e for e in entries}
+    escaping = set()
+    for path, entry in tree.items():
+        if entry.link is not None:
+            try:
+                _check_link_lands_inside(tree, path, entry.link)
+            except StoreError:
+                escaping.add(path)
+    return escaping
 
 
 def _masked(entry: Entry) -> Entry:
@@ -143,10 +158,3 @@ def _check_link_lands_inside(tree: dict[str, Entry], path: str, target: str) -> 
                 )
             resolved.pop()
             pending = entry.link.split("/") + pending
-
-
-def show(value: object) -> str:
-    """A value from a store, safe to print: cut short, control characters escaped."""
-    text = value if isinstance(value, str) else repr(value)
-    text = text.encode("unicode_escape", "backslashreplace").decode("ascii")
-    return text if len(text) <= 80 else text[:77] + "..."
