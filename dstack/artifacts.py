@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dstack.errors import NotFoundError, SpecError
 from dstack.state.db import State
+from dstack.state.records import NewJob
 from dstack.storage.manifest import Manifest, StatCache, scan_files
 from dstack.storage.objects import Meter
 from dstack.storage.store import Store, artifact_key
@@ -63,7 +64,14 @@ def upload_tagged(
     entries = scan_files(base, rel_paths, store.blobs, cache, progress=progress)
     spec = {"name": UPLOAD, "artifacts": [{"path": p} for p in rel_paths]}
     run = state.create_run(
-        UPLOAD, str(base), [], {}, tag, {}, [(UPLOAD, spec, [])], taken=store.has_run
+        workflow=UPLOAD,
+        repo_dir=str(base),
+        args=[],
+        variables={},
+        tag=tag,
+        snapshot={},
+        jobs=[NewJob(UPLOAD, spec)],
+        taken=store.has_run,
     )
     key = artifact_key(run, UPLOAD)
     store.put_manifest(key, Manifest(entries, "complete", rel_paths))

@@ -1,1 +1,2 @@
-"""Run, job and tag records in SQLite (WAL), safe for many dstack processes at once."""
+"""The state database in SQLite (WAL), safe for many dstack processes at once: runs, jobs,
+hosts and their leases, cloud stacks. All of dstack's SQL is here, behind typed rows."""

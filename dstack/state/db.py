@@ -3,220 +3,42 @@
 from __future__ import annotations
 
 import json
-import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from enum import Enum
 from typing import Any
 
-from dstack.errors import HomeError, NotFoundError, RunStateError
+from dstack.errors import NotFoundError, RunStateError
 from dstack.home import Home
-from dstack.state.records import IN_ACTIVE, JobRecord, RunRecord
+from dstack.offer import Scope
+from dstack.state.names import new_run_name
+from dstack.state.records import IN_ACTIVE, JobRecord, NewJob, RunRecord
+from dstack.state.schema import connect, transaction
 
-SCHEMA_VERSION = 4
-SCHEMA = """
-CREATE TABLE runs (
-    name TEXT PRIMARY KEY, workflow TEXT NOT NULL, status TEXT NOT NULL,
-    created_at REAL NOT NULL, finished_at REAL, repo_dir TEXT NOT NULL,
-    args TEXT NOT NULL, variables TEXT NOT NULL, tag TEXT,
-    supervisor_pid INTEGER, supervisor_start INTEGER, stop_request TEXT,
-    exit_code INTEGER, detached INTEGER NOT NULL DEFAULT 0, snapshot TEXT NOT NULL,
-    placement TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX runs_created ON runs(created_at);
-CREATE INDEX runs_status ON runs(status);
-CREATE TABLE jobs (
-    run_name TEXT NOT NULL REFERENCES runs(name) ON DELETE CASCADE,
-    workflow TEXT NOT NULL, position INTEGER NOT NULL, status TEXT NOT NULL,
-    spec TEXT NOT NULL, upstream TEXT NOT NULL,
-    started_at REAL, finished_at REAL, exit_code INTEGER, pid INTEGER, pid_start INTEGER,
-    job_dir TEXT, cache_key TEXT, reused_from TEXT, manifest TEXT, error TEXT,
-    record TEXT NOT NULL DEFAULT '{}',
-    PRIMARY KEY (run_name, workflow)
-);
-CREATE INDEX jobs_cache ON jobs(cache_key, status);
-CREATE INDEX jobs_workflow ON jobs(workflow, status, finished_at);
-CREATE TABLE hosts (
-    name TEXT PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL, user TEXT,
-    identity_file TEXT, slots INTEGER NOT NULL, facts TEXT NOT NULL, added_at REAL NOT NULL
-);
-CREATE TABLE leases (
-    host_name TEXT NOT NULL, slot INTEGER NOT NULL, run_name TEXT NOT NULL,
-    workflow TEXT NOT NULL, since REAL NOT NULL, PRIMARY KEY (host_name, slot)
-);
-CREATE TABLE stacks (
-    name TEXT PRIMARY KEY, run_name TEXT NOT NULL, workflow TEXT NOT NULL,
-    backend TEXT NOT NULL, status TEXT NOT NULL, spec TEXT NOT NULL, offer TEXT NOT NULL,
-    outputs TEXT, error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL
-);
-"""
-
-_ADJECTIVES = (
-    "amber",
-    "brave",
-    "calm",
-    "clever",
-    "eager",
-    "fuzzy",
-    "gentle",
-    "happy",
-    "jolly",
-    "keen",
-    "lucky",
-    "mellow",
-    "nimble",
-    "proud",
-    "quiet",
-    "rapid",
-    "shiny",
-    "sunny",
-    "swift",
-    "tidy",
-    "vivid",
-    "witty",
-    "young",
-    "zesty",
-)
-_NOUNS = (
-    "badger",
-    "beaver",
-    "bison",
-    "crane",
-    "eagle",
-    "falcon",
-    "ferret",
-    "gecko",
-    "heron",
-    "ibis",
-    "koala",
-    "lemur",
-    "lynx",
-    "marten",
-    "otter",
-    "panda",
-    "puffin",
-    "quail",
-    "raven",
-    "salmon",
-    "tapir",
-    "walrus",
-    "wombat",
-    "yak",
-)
+# Re-exported for the CLI, which imports them from here until it imports them from `schema`.
 
 
+class Unset(Enum):
+    """The value of an update's keyword that was not given (None is a value: NULL)."""
+
+    UNSET = "unset"
+
+
+UNSET = Unset.UNSET
 RESUMING = -1  # supervisor_pid while a new supervisor for a run is being started
-RESET_COMMAND = "dstack init --reset-state"
-_DAMAGED = ("file is not a database", "malformed", "database corrupt")
-
-
-def _damaged(path: Path, error: sqlite3.DatabaseError) -> HomeError:
-    return HomeError(
-        f"The state database {path} is damaged ({error}).",
-        hint=f"move it aside and start a fresh one with `{RESET_COMMAND}` (the damaged file "
-        "is kept next to it; runs shared through a bucket store stay listed)",
-    )
-
-
-def damaged_state(error: BaseException) -> HomeError | None:
-    """The clear error for a database found damaged while in use, else None."""
-    if isinstance(error, sqlite3.DatabaseError) and any(m in str(error) for m in _DAMAGED):
-        from dstack.home import home_path
-
-        return _damaged(home_path() / "state.db", error)
-    return None
-
-
-def reset_state(home: Home) -> Path | None:
-    """Move a damaged state database (and its WAL files) aside and create a fresh one; where
-    the damaged one went, or None when it is healthy and nothing was moved."""
-    try:
-        conn = sqlite3.connect(home.db_path)
-        try:
-            if conn.execute("PRAGMA quick_check").fetchone()[0] == "ok":
-                return None
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError:
-        pass  # damaged: move it aside
-    aside = home.db_path.with_name(f"state.db.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
-    for suffix in ("", "-wal", "-shm"):
-        source = home.db_path.with_name(f"state.db{suffix}")
-        if source.exists():
-            source.replace(aside.with_name(aside.name + suffix))
-    State(home).close()
-    return aside
-
-
-def _new_run_name() -> str:
-    return f"{random.choice(_ADJECTIVES)}-{random.choice(_NOUNS)}-{random.randint(1, 9999)}"
 
 
 class State:
-    """All reads and writes of runs, jobs and tags."""
+    """All reads and writes of runs and jobs."""
 
     def __init__(self, home: Home) -> None:
-        try:
-            self.conn = sqlite3.connect(
-                home.db_path, timeout=60, isolation_level=None, check_same_thread=False
-            )
-            self.conn.row_factory = sqlite3.Row
-            self.conn.execute("PRAGMA busy_timeout = 60000")
-            if self.conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                self._create_schema()
-            self.conn.execute("PRAGMA foreign_keys = ON")
-        except sqlite3.OperationalError as e:
-            raise HomeError(
-                f"Cannot open the state database {home.db_path}: {e}.",
-                hint="check that DSTACK_HOME is writable and not on a network share",
-            ) from e
-        except sqlite3.DatabaseError as e:  # not a database at all (garbage, truncated)
-            raise _damaged(home.db_path, e) from e
+        self.conn = connect(home.db_path)
 
-    def _create_schema(self) -> None:
-        self._use_wal()
-        with self.transaction() as c:
-            if c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
-                return
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    c.execute(
-                        statement.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS").replace(
-                            "CREATE INDEX", "CREATE INDEX IF NOT EXISTS"
-                        )
-                    )
-            columns = {row[1] for row in c.execute("PRAGMA table_info(runs)")}
-            if "placement" not in columns:  # a version 1 database
-                c.execute("ALTER TABLE runs ADD COLUMN placement TEXT NOT NULL DEFAULT '{}'")
-            c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-    def _use_wal(self) -> None:
-        """Switch a new database to WAL. Two processes opening a fresh home at once both try;
-        the loser is refused at once (SQLite does not wait for this), so it retries until the
-        winner is done and it sees WAL already set."""
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                    self.conn.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """BEGIN IMMEDIATE: take the write lock up front so concurrent writers queue, never deadlock."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+        return transaction(self.conn)
 
     def close(self) -> None:
         self.conn.close()
@@ -225,22 +47,22 @@ class State:
 
     def create_run(
         self,
+        *,
         workflow: str,
         repo_dir: str,
-        args: list[str],
-        variables: dict[str, Any],
+        args: Sequence[str],
+        variables: Mapping[str, Any],
         tag: str | None,
-        snapshot: dict[str, Any],
-        jobs: Sequence[tuple[str, dict[str, Any], list[str]]],
+        snapshot: Mapping[str, Any],
+        jobs: Sequence[NewJob],
         detached: bool = False,
-        placement: dict[str, Any] | None = None,
+        placement: Scope | None = None,
         taken: Callable[[str], bool] | None = None,
     ) -> str:
         """Insert a run and its jobs (in topological order) atomically; returns the run name.
-
         ``taken`` tells whether a name is used elsewhere (by a teammate sharing the store)."""
         for _ in range(100):
-            candidate = _new_run_name()
+            candidate = new_run_name()
             if taken is not None and taken(candidate):
                 continue
             try:
@@ -254,20 +76,27 @@ class State:
                             "submitted",
                             time.time(),
                             repo_dir,
-                            json.dumps(args),
-                            json.dumps(variables),
+                            json.dumps(list(args)),
+                            json.dumps(dict(variables)),
                             tag,
                             int(detached),
-                            json.dumps(snapshot),
-                            json.dumps(placement or {}),
+                            json.dumps(dict(snapshot)),
+                            json.dumps((placement or Scope()).to_dict()),
                         ),
                     )
                     c.executemany(
-                        "INSERT INTO jobs (run_name, workflow, position, status, spec, upstream) "
-                        "VALUES (?,?,?,?,?,?)",
+                        "INSERT INTO jobs (run_name, workflow, position, status, spec, upstream, "
+                        "placement) VALUES (?,?,?,'submitted',?,?,?)",
                         [
-                            (candidate, wf, i, "submitted", json.dumps(spec), json.dumps(up))
-                            for i, (wf, spec, up) in enumerate(jobs)
+                            (
+                                candidate,
+                                job.workflow,
+                                i,
+                                json.dumps(job.spec),
+                                json.dumps(list(job.upstream)),
+                                json.dumps([offer.to_dict() for offer in job.placement]),
+                            )
+                            for i, job in enumerate(jobs)
                         ],
                     )
                 return candidate
@@ -316,10 +145,23 @@ class State:
         rows = self.conn.execute(f"SELECT * FROM runs WHERE status {IN_ACTIVE}").fetchall()
         return [RunRecord.from_row(r) for r in rows]
 
-    def update_run(self, name: str, **fields: Any) -> None:
-        sets = ", ".join(f"{k} = ?" for k in fields)
-        with self.transaction() as c:
-            c.execute(f"UPDATE runs SET {sets} WHERE name = ?", (*fields.values(), name))
+    def update_run(
+        self,
+        name: str,
+        *,
+        status: str | Unset = UNSET,
+        supervisor_pid: int | None | Unset = UNSET,
+        supervisor_start: int | None | Unset = UNSET,
+        stop_request: str | None | Unset = UNSET,
+    ) -> None:
+        """Set the given columns of a run (those left out keep their values)."""
+        given = {
+            "status": status,
+            "supervisor_pid": supervisor_pid,
+            "supervisor_start": supervisor_start,
+            "stop_request": stop_request,
+        }
+        self._update("runs", given, "name = ?", (name,))
 
     def finish_run(self, name: str, status: str, exit_code: int | None) -> bool:
         """Mark a run final unless something else already did; True when this call did."""
@@ -355,16 +197,57 @@ class State:
         return [JobRecord.from_row(r) for r in rows]
 
     def update_job(
-        self, run_name: str, workflow: str, only_if_active: bool = False, **fields: Any
+        self,
+        run_name: str,
+        workflow: str,
+        *,
+        only_if_active: bool = False,
+        status: str | Unset = UNSET,
+        exit_code: int | None | Unset = UNSET,
+        started_at: float | None | Unset = UNSET,
+        finished_at: float | None | Unset = UNSET,
+        pid: int | None | Unset = UNSET,
+        pid_start: int | None | Unset = UNSET,
+        job_dir: str | None | Unset = UNSET,
+        cache_key: str | None | Unset = UNSET,
+        reused_from: str | None | Unset = UNSET,
+        manifest: str | None | Unset = UNSET,
+        error: str | None | Unset = UNSET,
+        record: Mapping[str, Any] | Unset = UNSET,
     ) -> bool:
-        values = [json.dumps(v) if k == "record" else v for k, v in fields.items()]
-        sets = ", ".join(f"{k} = ?" for k in fields)
+        """Set the given columns of a job; with ``only_if_active``, only while it has not
+        ended. True when the job was changed."""
+        given = {
+            "status": status,
+            "exit_code": exit_code,
+            "started_at": started_at,
+            "finished_at": finished_at,
+            "pid": pid,
+            "pid_start": pid_start,
+            "job_dir": job_dir,
+            "cache_key": cache_key,
+            "reused_from": reused_from,
+            "manifest": manifest,
+            "error": error,
+            "record": UNSET if isinstance(record, Unset) else json.dumps(dict(record)),
+        }
         where = "run_name = ? AND workflow = ?"
-        params: list[Any] = [*values, run_name, workflow]
         if only_if_active:
             where += f" AND status {IN_ACTIVE}"
+        return self._update("jobs", given, where, (run_name, workflow)) == 1
+
+    def _update(
+        self, table: str, given: Mapping[str, object], where: str, params: tuple[object, ...]
+    ) -> int:
+        """UPDATE the columns given a value; the table and column names come from the fixed
+        lists in the callers above, never from a caller's keywords. Returns the rows changed."""
+        values = {column: v for column, v in given.items() if not isinstance(v, Unset)}
+        if not values:
+            raise TypeError(f"nothing to update in {table}")
+        sets = ", ".join(f"{column} = ?" for column in values)
         with self.transaction() as c:
-            return c.execute(f"UPDATE jobs SET {sets} WHERE {where}", params).rowcount == 1
+            sql = f"UPDATE {table} SET {sets} WHERE {where}"
+            return c.execute(sql, (*values.values(), *params)).rowcount
 
     def cached_job(self, cache_key: str) -> JobRecord | None:
         row = self.conn.execute(

@@ -1,17 +1,34 @@
-"""Plain records read from the state database; JSON columns are decoded on the way in."""
+"""Typed rows of the state database: what goes in (`NewJob`) and what comes out (`RunRecord`,
+`JobRecord`); JSON columns are decoded on the way in, so callers never parse them."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Any, ClassVar, TypeVar
+
+from dstack.offer import Offer, Scope
+from dstack.spec.jobspec import JobSpec
 
 FINAL = ("done", "failed", "stopped")
 ACTIVE = ("submitted", "waiting", "running")
 IN_ACTIVE = "IN (" + ", ".join(f"'{s}'" for s in ACTIVE) + ")"
 
 R = TypeVar("R", bound="Record")
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """One job of a run being created. ``spec`` is the validated workflow as JSON (stored as
+    it is: cache keys hash it); ``placement`` is where it was decided to run, best first."""
+
+    workflow: str
+    spec: dict[str, Any]
+    upstream: Sequence[str] = ()
+    placement: Sequence[Offer] = ()
 
 
 class Record:
@@ -23,7 +40,12 @@ class Record:
     def from_row(cls: type[R], row: sqlite3.Row) -> R:
         values = {f.name: row[f.name] for f in fields(cls)}  # type: ignore[arg-type]
         values |= {name: json.loads(values[name]) for name in cls.JSON}
-        return cls(**values)
+        return cls(**cls.typed(values))
+
+    @classmethod
+    def typed(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Turn decoded JSON into the field's own type where it has one."""
+        return values
 
 
 @dataclass(frozen=True)
@@ -45,7 +67,11 @@ class RunRecord(Record):
     exit_code: int | None
     detached: int
     snapshot: dict[str, Any]
-    placement: dict[str, Any]
+    placement: Scope  # what the run allows placement to use (--backend, --host, --no-wait)
+
+    @classmethod
+    def typed(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return values | {"placement": Scope.from_dict(values["placement"])}
 
     @property
     def finished(self) -> bool:
@@ -54,7 +80,7 @@ class RunRecord(Record):
 
 @dataclass(frozen=True)
 class JobRecord(Record):
-    JSON = frozenset({"spec", "upstream", "record"})
+    JSON = frozenset({"spec", "upstream", "record", "placement"})
 
     run_name: str
     workflow: str
@@ -73,6 +99,16 @@ class JobRecord(Record):
     manifest: str | None
     error: str | None
     record: dict[str, Any]
+    placement: tuple[Offer, ...]
+
+    @classmethod
+    def typed(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return values | {"placement": tuple(Offer.from_dict(o) for o in values["placement"])}
+
+    @cached_property
+    def job_spec(self) -> JobSpec:
+        """The stored workflow as a `JobSpec` (built on first use, then kept)."""
+        return JobSpec.from_dict(self.spec)
 
     @property
     def finished(self) -> bool:
