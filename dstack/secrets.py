@@ -8,7 +8,6 @@ that quotes the value, or a loop that prints it line by line all show ****** ins
 
 from __future__ import annotations
 
-import fcntl
 import json
 import re
 import time
@@ -93,8 +92,9 @@ class Secrets:
     @contextmanager
     def _editing(self) -> Iterator[dict[str, dict[str, Any]]]:
         """Read-modify-write under a lock; the file is replaced atomically, never readable by others."""
-        with open(self.path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        from filelock import FileLock
+
+        with FileLock(self.path.with_suffix(".lock")):
             data = self._read()
             yield data
             write_text_atomic(self.path, json.dumps(data))  # 0600 like its temp file

@@ -9,6 +9,7 @@ import ipaddress
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 BACKENDS = ("aws", "gcp", "azure", "ssh")
@@ -95,21 +96,7 @@ class HostSpec:
 # Runs on the host as root, in the background: powers it off once no dstack job has run for
 # IDLE seconds (checked every EVERY seconds). A job is running while its folder has a `pid`
 # whose process is alive and no `rc` yet; the patterns are where job folders may be.
-IDLE_WATCHDOG = r"""#!/bin/bash
-# dstack-idle-off IDLE EVERY PATTERN...: power off after IDLE seconds without a running job.
-idle_limit=$1 every=$2; shift 2
-idle=0
-while sleep "$every"; do
-  busy=
-  for pattern in "$@"; do
-    for pid in $pattern; do
-      [ -f "$pid" ] && [ ! -f "${pid%/pid}/rc" ] && kill -0 "$(cat "$pid")" 2>/dev/null && busy=1
-    done
-  done
-  if [ -n "$busy" ]; then idle=0; else idle=$((idle + every)); fi
-  if [ "$idle" -ge "$idle_limit" ]; then exec shutdown -h now; fi
-done
-"""
+IDLE_WATCHDOG = (Path(__file__).parent / "idle-off.sh").read_text()
 JOB_PIDS = ("/home/*/.dstack/runs/*/*/pid", "/root/.dstack/runs/*/*/pid")
 
 

@@ -1,4 +1,5 @@
-"""The executor interface shared by this machine and SSH hosts, and the job wrapper they both run."""
+"""The executor interface shared by this machine and SSH hosts, and what their job wrapper
+(dstack/scripts/wrapper.sh) is given: its arguments and the job's env.sh."""
 
 from __future__ import annotations
 
@@ -11,43 +12,14 @@ from dstack.errors import SpecError
 from dstack.secrets import MASK, env_name_problem, mask_pieces
 from dstack.storage.manifest import Entry, StatCache
 
+# The files of a job's folder; dstack/scripts/wrapper.sh and the job-*.sh scripts name them too.
 LOG, PID, RC, ENV = "log", "pid", "rc", "env.sh"
-
-# Runs the job in its own session; each output line gets the time it was written, and the exit
-# code lands in `rc` atomically. On TERM the job decides how to end (its own traps) while the
-# wrapper and the log loop stay to record its last lines and exit code; KILL ends everything.
-# Secrets arrive in env.sh (0600), which is deleted once read and before the pid is written:
-# once a job has started, no file on the host holds them, and adopting it needs none. Each
-# piece in DSTACK_MASK_PIECES (an array: never exported to the job) becomes ****** before a
-# line is stored. The wrapper's own variables are DSTACK_*, which no secret may be named.
-# Only bash is needed on the host ($EPOCHREALTIME: bash >= 5, `date` otherwise).
-WRAPPER = """#!/usr/bin/env bash
-trap true TERM INT
-cd {job_dir} || exit 1
-set -a; . ./{env}; set +a
-rm -f ./{env}
-echo $$ > {pid}
-mkdir -p {workdir} && cd {workdir} || exit 1
-bash {job_dir}/job.sh < /dev/null 2>&1 | {{
-  trap '' TERM INT
-  while IFS= read -r DSTACK_LINE || [ -n "$DSTACK_LINE" ]; do
-    for DSTACK_PIECE in "${{DSTACK_MASK_PIECES[@]}}"; do
-      DSTACK_LINE=${{DSTACK_LINE//"$DSTACK_PIECE"/{mask}}}
-    done
-    printf '%s %s\\n' "${{EPOCHREALTIME:-$(date +%s.%N)}}" "$DSTACK_LINE"
-  done >> {job_dir}/{log}
-}}
-DSTACK_RC=${{PIPESTATUS[0]}}
-echo "$DSTACK_RC" > {job_dir}/{rc}.tmp && mv {job_dir}/{rc}.tmp {job_dir}/{rc}
-exit "$DSTACK_RC"
-"""
+WRAPPER = "wrapper.sh"  # the job wrapper, copied into each job's folder
 
 
-def wrapper_script(job_dir: str, workdir: str) -> str:
-    q = shlex.quote
-    return WRAPPER.format(
-        job_dir=q(job_dir), workdir=q(workdir), pid=PID, log=LOG, rc=RC, env=ENV, mask=MASK
-    )
+def wrapper_args(job_dir: str, workdir: str) -> list[str]:
+    """The wrapper's arguments: where the job's files are, where it runs, what masks secrets."""
+    return [job_dir, workdir, MASK]
 
 
 def env_script(env: dict[str, str]) -> str:
@@ -103,8 +75,6 @@ class JobHandle(ABC):
 
 class Executor(ABC):
     """Runs jobs on one host."""
-
-    backend: str = ""
 
     @abstractmethod
     def host_name(self) -> str: ...

@@ -15,13 +15,15 @@ from dstack.execution.base import (
     ENV,
     LOG,
     RC,
+    WRAPPER,
     Executor,
     JobExit,
     JobHandle,
     env_script,
-    wrapper_script,
+    wrapper_args,
 )
 from dstack.home import Home
+from dstack.scripts import load
 from dstack.storage.manifest import Entry, StatCache, materialize, scan_files
 from dstack.storage.store import Store
 
@@ -99,8 +101,6 @@ def free_local_port() -> int:
 
 
 class LocalExecutor(Executor):
-    backend = "local"
-
     def __init__(self, home: Home, store: Store) -> None:
         self.home, self.store = home, store
 
@@ -129,13 +129,15 @@ class LocalExecutor(Executor):
         folder.mkdir(parents=True, exist_ok=True)
         env_text = env_script(env)  # refuses bad names before anything is written
         (folder / "job.sh").write_text(script)
-        (folder / "wrapper.sh").write_text(
-            wrapper_script(str(folder), str(folder / "work" / workdir))
-        )
+        (folder / WRAPPER).write_text(load(WRAPPER))
         write_text_atomic(folder / ENV, env_text)  # 0600, whatever an older one had
         try:
             proc = subprocess.Popen(
-                ["bash", str(folder / "wrapper.sh")],
+                [
+                    "bash",
+                    str(folder / WRAPPER),
+                    *wrapper_args(str(folder), str(folder / "work" / workdir)),
+                ],
                 cwd=folder,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,

@@ -1,4 +1,12 @@
-"""Process liveness that survives pid reuse: a pid plus its start time from /proc."""
+"""Processes of this machine, named so that a reused pid is not taken for them (psutil: Linux
+and macOS alike).
+
+A process is its pid plus its start time in clock ticks since boot, the unit of Linux's
+/proc/PID/stat: what earlier versions recorded, and what hosts' scripts still read there.
+Elsewhere the ticks come from psutil's start and boot times, which the clock's adjustments
+may move by a little; so a start time matches within a second, far less than the time a pid
+takes to come round again.
+"""
 
 from __future__ import annotations
 
@@ -7,29 +15,38 @@ import os
 import signal
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            raw = handle.read()
-    except OSError:
-        return None
-    return raw[raw.rfind(")") + 2 :].split()
+def _ticks_per_second() -> int:
+    return os.sysconf("SC_CLK_TCK")
 
 
 def start_time(pid: int) -> int | None:
     """Clock ticks since boot at which ``pid`` started; None when there is no such process."""
-    fields = _stat_fields(pid)
-    return int(fields[19]) if fields else None
+    import psutil
+
+    try:
+        created: float = psutil.Process(pid).create_time()
+    except (psutil.Error, ValueError):  # ValueError: not a pid at all (negative)
+        return None
+    booted: float = psutil.boot_time()
+    return round((created - booted) * _ticks_per_second())
 
 
 def alive(pid: int | None, started: int | None) -> bool:
     """True when ``pid`` runs, is not a zombie, and is the same process that started at ``started``."""
+    import psutil
+
     if not pid:
         return False
-    fields = _stat_fields(pid)
-    if not fields or fields[0] in ("Z", "X"):
+    try:
+        process = psutil.Process(pid)
+        if process.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            return False
+    except (psutil.Error, ValueError):
         return False
-    return started is None or int(fields[19]) == started
+    if started is None:
+        return True
+    now = start_time(pid)
+    return now is not None and abs(now - started) <= _ticks_per_second()
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:

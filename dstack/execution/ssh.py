@@ -15,55 +15,43 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Protocol
 
 from dstack.execution.base import (
     ENV,
-    LOG,
-    PID,
-    RC,
+    WRAPPER,
     Executor,
     JobExit,
     JobHandle,
     env_script,
-    wrapper_script,
+    wrapper_args,
 )
 from dstack.execution.remote_tree import place_on_host
-from dstack.pool import PoolHost
-from dstack.ssh.connect import HostError
+from dstack.scripts import load
+from dstack.ssh.connect import HostAddress, HostError
+from dstack.ssh.probe import HostFacts
 from dstack.ssh.remote import Remote
 from dstack.storage.blobs import file_sha256
 from dstack.storage.manifest import Entry, StatCache, safe_relative, scan_files
 from dstack.storage.store import Store
 
-q = shlex.quote
-
-# Six NUL-ended fields per file: a name may hold tabs, newlines, anything but NUL.
-_LIST = r"""
-cd "$1" || exit 1; shift
-for p in "$@"; do
-  [ -e "$p" ] || [ -L "$p" ] || continue
-  find "$p" \( -type f -o -type l \) -printf '%y\0%s\0%T@\0%m\0%l\0%p\0'
-done
-"""
-_FIELDS = 6
-_FREE_PORTS = """
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-"""
-_POLL = r"""
-rc() { [ -f "$1/rc" ] && echo "rc $(cat "$1/rc")"; }
-alive() { [ "$(cut -d' ' -f22 "/proc/$2/stat" 2>/dev/null)" = "$3" ] && \
-          ! grep -q '^State:.*Z' "/proc/$2/status" 2>/dev/null; }
-# rc is read again after the process is seen gone: it may have ended between the two looks;
-# a job gone without rc may have been killed before its wrapper deleted env.sh
-rc "$@" || { alive "$@" && echo running; } || rc "$@" || { rm -f "$1/env.sh"; echo gone; }
-"""
+_FIELDS = 6  # per file listed by tree-list.sh
 # Paths OpenSSH takes verbatim in -i and -o: no blanks (word splitting), no quotes, and no
 # '%' or '$' (it expands %h and ${VAR} in them). Others make rsync give way to SFTP.
 _SSH_PLAIN = re.compile(r"^[\w./+,=@:-]+$")
+
+
+class SSHHost(Protocol):
+    """What the executor needs of a host: a pool server and a cloud VM alike."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def address(self) -> HostAddress: ...
+
+    @property
+    def facts(self) -> HostFacts: ...
 
 
 class SSHJob(JobHandle):
@@ -71,9 +59,8 @@ class SSHJob(JobHandle):
         self.remote, self.job_dir, self.pid, self.pid_start = remote, job_dir, pid, pid_start
 
     def poll(self) -> JobExit | None:
-        out = self.remote.check(
-            f"bash -c {q(_POLL)} _ {q(self.job_dir)} {self.pid} {self.pid_start}"
-        )
+        start = "" if self.pid_start is None else self.pid_start
+        out = self.remote.check_script("job-poll.sh", self.job_dir, self.pid, start)
         word, _, code = out.decode().strip().partition(" ")
         if word == "rc":
             return JobExit(int(code))
@@ -83,27 +70,21 @@ class SSHJob(JobHandle):
         return JobExit(255, full.message if full else "the job's process vanished on the host")
 
     def read_log(self, offset: int) -> bytes:
-        return self.remote.exec(f"tail -c +{offset + 1} {q(self.job_dir + '/' + LOG)} 2>/dev/null")[
-            1
-        ]
+        return self.remote.run_script("job-log.sh", self.job_dir, offset)[1]
 
     def stop(self, abort: bool, grace: float = 10.0) -> None:
         if not abort:
-            self.remote.exec(f"kill -TERM -- -{self.pid} 2>/dev/null")
+            self.remote.run_script("job-signal.sh", "TERM", self.pid, self.job_dir)
             deadline = time.monotonic() + grace
             while self.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.1)
-        self.remote.exec(
-            f"kill -KILL -- -{self.pid} 2>/dev/null; rm -f {q(self.job_dir + '/' + ENV)}"
-        )
+        self.remote.run_script("job-signal.sh", "KILL", self.pid, self.job_dir)
 
 
 class SSHExecutor(Executor):
-    backend = "ssh"
-
     def __init__(
         self,
-        host: PoolHost,
+        host: SSHHost,
         store: Store,
         known_hosts: Path,
         staging: Path,
@@ -121,7 +102,7 @@ class SSHExecutor(Executor):
         return self.host.name
 
     def which(self, command: str) -> bool:
-        return self.remote.exec(f"command -v {q(command)}")[0] == 0
+        return self.remote.run_script("host-which.sh", command)[0] == 0
 
     def venv_cache(self) -> str:
         return f"{self.root}/venvs"
@@ -136,29 +117,19 @@ class SSHExecutor(Executor):
 
     def make_dirs(self, job_dir: str, paths: list[str]) -> None:
         if paths:
-            self.remote.check("mkdir -p -- " + " ".join(q(f"{job_dir}/work/{p}") for p in paths))
+            self.remote.check_script("tree-mkdirs.sh", f"{job_dir}/work", *paths)
 
     def start(self, job_dir: str, workdir: str, script: str, env: dict[str, str]) -> JobHandle:
         env_text = env_script(env)  # refuses bad names before anything is written
-        self.remote.check(f"mkdir -p {q(job_dir)} && rm -f {q(job_dir)}/{{{PID},{RC},{LOG}}}")
+        self.remote.check_script("job-prepare.sh", job_dir)
         self.remote.put_bytes(script.encode(), f"{job_dir}/job.sh")
         self.remote.put_bytes(env_text.encode(), f"{job_dir}/{ENV}", mode=0o600)
-        self.remote.put_bytes(
-            wrapper_script(job_dir, f"{job_dir}/work/{workdir}").encode(), f"{job_dir}/wrapper.sh"
-        )
-        # Not joined with && (the channel would stay open until the job ends), no pty (the job
-        # would die with the connection); a retry after a dropped connection never starts twice.
-        self.remote.check(
-            f"cd {q(job_dir)}; if [ ! -s {PID} ]; then "
-            "setsid nohup bash wrapper.sh > /dev/null 2>&1 < /dev/null & fi"
-        )
-        out = self.remote.check(
-            f"cd {q(job_dir)}; for i in $(seq 250); do [ -s {PID} ] && break; sleep 0.02; done; "
-            f"p=$(cat {PID}); echo \"$p $(cut -d' ' -f22 /proc/$p/stat 2>/dev/null)\""
-        )
+        self.remote.put_bytes(load(WRAPPER).encode(), f"{job_dir}/{WRAPPER}")
+        args = wrapper_args(job_dir, f"{job_dir}/work/{workdir}")
+        self.remote.check_script("job-launch.sh", *args)
+        out = self.remote.check_script("job-started.sh", job_dir)
         pid, _, started = out.decode().strip().partition(" ")
-        if not pid.isdigit():
-            self.remote.exec(f"rm -f {q(job_dir + '/' + ENV)}")
+        if not pid.isdigit():  # job-started.sh removed env.sh: the wrapper never read it
             raise HostError(
                 f"The job did not start on {self.host.address.label}: its wrapper wrote no pid.",
                 hint=f"check that bash works there and that {job_dir} is writable",
@@ -234,9 +205,7 @@ class SSHExecutor(Executor):
         return scan_files(mirror, paths, self.store.blobs, cache, link=True)
 
     def _collect_sftp(self, job_dir: str, paths: list[str], cache: StatCache) -> list[Entry]:
-        out = self.remote.check(
-            f"bash -c {q(_LIST)} _ {q(job_dir + '/work')} " + " ".join(q(p) for p in paths)
-        )
+        out = self.remote.check_script("tree-list.sh", f"{job_dir}/work", *paths)
         fields = out.decode().split("\0")[:-1]
         listed = [fields[i : i + _FIELDS] for i in range(0, len(fields) - _FIELDS + 1, _FIELDS)]
         changed = [
@@ -245,9 +214,8 @@ class SSHExecutor(Executor):
             if row[0] == "f" and self._hashes.get((job_dir, row[5]), ("",))[:2] != (row[1], row[2])
         ]
         if changed:
-            sums = self.remote.check(
-                f"cd {q(job_dir + '/work')} && xargs -0 sha256sum --",
-                b"\0".join(p.encode() for p in changed),
+            sums = self.remote.check_script(
+                "tree-sha256.sh", f"{job_dir}/work", data=b"\0".join(p.encode() for p in changed)
             )
             stat = {row[5]: (row[1], row[2]) for row in listed}
             for name, sha in _parse_sums(sums.decode()):
@@ -281,14 +249,14 @@ class SSHExecutor(Executor):
     def free_ports(self, count: int) -> list[int]:
         if not count:
             return []
-        out = self.remote.check(f"python3 -c {q(_FREE_PORTS)} {count}")
+        out = self.remote.check_script("host-free-ports.sh", count)
         return [int(p) for p in out.split()]
 
     def close(self) -> None:
         self.remote.close()
 
     def cleanup(self, job_dir: str) -> None:
-        self.remote.exec(f"rm -rf {q(job_dir)}; rmdir {q(job_dir.rsplit('/', 1)[0])} 2>/dev/null")
+        self.remote.run_script("job-cleanup.sh", job_dir)
 
 
 _ESCAPES = {"\\": "\\", "n": "\n", "r": "\r"}

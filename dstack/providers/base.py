@@ -6,7 +6,7 @@ import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 from dstack.errors import ProviderError, SpecError
@@ -62,28 +62,32 @@ def quote_all(words: list[str]) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
+# The built-in providers, by name; plug-ins add theirs in the entry-point group
+# `dstack.providers` (a built-in name always means the built-in).
+BUILTIN = {
+    "bash": "dstack.providers.bash:BashProvider",
+    "python": "dstack.providers.python:PythonProvider",
+    "lab": "dstack.providers.dev:JupyterProvider",
+    "notebook": "dstack.providers.dev:NotebookProvider",
+    "code": "dstack.providers.dev:CodeProvider",
+}
+
+
 def get_provider(name: str, file: str = ".dstack/workflows.yaml") -> Provider:
     """Look the provider up by name among the built-ins and installed plug-ins."""
-    from dstack.providers.bash import BashProvider
-    from dstack.providers.dev import CodeProvider, JupyterProvider, NotebookProvider
-    from dstack.providers.python import PythonProvider
-
-    builtin: dict[str, type[Provider]] = {
-        "bash": BashProvider,
-        "python": PythonProvider,
-        "lab": JupyterProvider,
-        "notebook": NotebookProvider,
-        "code": CodeProvider,
-    }
-    if name in builtin:
-        return builtin[name]()
+    if name in BUILTIN:
+        return _load(EntryPoint(name, BUILTIN[name], "dstack.providers"))
     plugins = {ep.name: ep for ep in entry_points(group="dstack.providers")}
     if name in plugins:
-        provider_class = plugins[name].load()
-        return provider_class()  # type: ignore[no-any-return]
-    known = sorted(set(builtin) | set(plugins))
+        return _load(plugins[name])
+    known = sorted(set(BUILTIN) | set(plugins))
     raise SpecError(
         f"{file}: provider '{name}' is not available here; installed: {', '.join(known)}.",
         hint=did_you_mean(name, known)
         or "plug-ins register providers in the entry-point group 'dstack.providers'",
     )
+
+
+def _load(entry: EntryPoint) -> Provider:
+    provider_class: type[Provider] = entry.load()
+    return provider_class()

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dstack.errors import ProviderError
 from dstack.providers.base import HostContext, Provider, bash_lines
 from dstack.providers.python import PythonEnvProvider
+from dstack.scripts import command
 from dstack.spec.jobspec import JobSpec
 
 
@@ -70,10 +71,5 @@ class CodeProvider(Provider):
         return f"/?tkn={env['CODE_TOKEN']}"
 
     def script(self, wf: JobSpec, host: HostContext) -> str:
-        serve = (
-            "if command -v openvscode-server >/dev/null; then\n"
-            '  exec openvscode-server --host 127.0.0.1 --port "$PORT_0" --connection-token "$CODE_TOKEN" .\n'
-            "fi\n"
-            'PASSWORD="$CODE_TOKEN" exec code-server --bind-addr "127.0.0.1:$PORT_0" --auth password .'
-        )
+        serve = "exec " + command("code-server.sh")
         return bash_lines(["set -e", *wf.setup, *wf.commands, serve])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dstack.errors import ProviderError, SpecError
 from dstack.providers.base import HostContext, Provider, bash_lines, quote_all, require_file
+from dstack.scripts import command
 from dstack.spec.jobspec import JobSpec
 
 
@@ -41,32 +42,15 @@ class PythonEnvProvider(Provider):
         return {"DSTACK_VENV_ID": hashlib.sha256(material.encode()).hexdigest()[:16]}
 
     def env_lines(self, wf: JobSpec, host: HostContext) -> list[str]:
-        q = shlex.quote
-        python = q(interpreter(wf))
+        """The lines that set `$PY`: after building the cached venv (dstack/scripts/venv.sh)
+        when there is something to install in it."""
         lines = ["set -e", *wf.setup]
         if not wf.requirements and not self.packages:
-            return [*lines, f"PY={python}"]
-        cache = q(host.venv_cache)
-        venv = f'{cache}/"$DSTACK_VENV_ID"'
-        sources = ([f"-r {q(wf.requirements)}"] if wf.requirements else []) + [
-            q(p) for p in self.packages
-        ]
-        what = " and ".join(filter(None, [wf.requirements, " ".join(self.packages)]))
-        return [
-            *lines,
-            f"mkdir -p {cache}",
-            f"exec 9>{venv}.lock",
-            "flock 9",
-            f"if [ ! -f {venv}/.dstack-ready ]; then",
-            f"  echo {q(f'dstack: building the Python environment from {what}')}",
-            f"  rm -rf {venv}",
-            f"  {python} -m venv {venv}",
-            f"  {venv}/bin/python -m pip install --disable-pip-version-check -q {' '.join(sources)}",
-            f"  touch {venv}/.dstack-ready",
-            "fi",
-            "exec 9>&-",
-            f"PY={venv}/bin/python",
-        ]
+            return [*lines, f"PY={shlex.quote(interpreter(wf))}"]
+        build = command(
+            "venv.sh", host.venv_cache, interpreter(wf), wf.requirements or "", *self.packages
+        )
+        return [*lines, f"PY=$({build})"]
 
 
 class PythonProvider(PythonEnvProvider):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import re
 import socket
 from dataclasses import dataclass
@@ -62,25 +61,25 @@ class HostAddress:
         return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
 
 
-def _pinning_policy(known_hosts: Path) -> Any:
-    import paramiko
+class _PinOnFirstUse:
+    """Trust on first use: record the key the host presents (used only by `pool add`). A
+    paramiko host-key policy (it calls ``missing_host_key``): Fabric has no say over host
+    keys beyond the paramiko client it wraps."""
 
-    class Pin(paramiko.MissingHostKeyPolicy):
-        """Trust on first use: record the key the host presents (used only by `pool add`)."""
+    def __init__(self, known_hosts: Path) -> None:
+        self.known_hosts = known_hosts
 
-        def missing_host_key(
-            self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-        ) -> None:
-            with open(known_hosts.with_suffix(".lock"), "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                keys = paramiko.HostKeys()
-                if known_hosts.exists():
-                    keys.load(str(known_hosts))
-                keys.add(hostname, key.get_name(), key)
-                keys.save(str(known_hosts))
-            client.get_host_keys().add(hostname, key.get_name(), key)
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        import paramiko
+        from filelock import FileLock
 
-    return Pin()
+        with FileLock(self.known_hosts.with_suffix(".lock")):
+            keys = paramiko.HostKeys()
+            if self.known_hosts.exists():
+                keys.load(str(self.known_hosts))
+            keys.add(hostname, key.get_name(), key)
+            keys.save(str(self.known_hosts))
+        client.get_host_keys().add(hostname, key.get_name(), key)
 
 
 def forget_host_key(known_hosts: Path, address: HostAddress) -> None:
@@ -113,7 +112,7 @@ def connect(
     if known_hosts.exists():
         conn.client.get_host_keys().load(str(known_hosts))
     conn.client.set_missing_host_key_policy(
-        _pinning_policy(known_hosts) if pin else paramiko.RejectPolicy()
+        _PinOnFirstUse(known_hosts) if pin else paramiko.RejectPolicy()
     )
     try:
         conn.open()
@@ -142,7 +141,6 @@ def connect(
             hint="check the address and port, and that sshd runs there",
         ) from None
     # Small request/response exchanges: without this, delayed ACKs add ~40 ms to each command.
-    transport = conn.client.get_transport()
-    if transport is not None and isinstance(transport.sock, socket.socket):
-        transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if isinstance(conn.transport.sock, socket.socket):
+        conn.transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return conn

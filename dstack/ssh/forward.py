@@ -2,7 +2,9 @@
 
 Each tunnel accepts connections on 127.0.0.1 and opens a `direct-tcpip` channel per connection;
 a refused channel (nothing listens on the host yet) closes that one connection, never the
-tunnel, so a URL printed before the server is up starts working once it is.
+tunnel, so a URL printed before the server is up starts working once it is. (paramiko's
+channels, not Fabric's ``forward_local``: that needs the local port chosen up front, and one
+refused channel ends its whole tunnel.)
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ class Forwards:
         conn = self._stack.enter_context(connect(address, known_hosts))
         local_ports = []
         for remote in remote_ports:
-            tunnel = Tunnel(conn.client.get_transport(), remote)
+            tunnel = Tunnel(conn.transport, remote)
             tunnel.start()
             self._stack.callback(tunnel.close)
             local_ports.append(tunnel.local_port)

@@ -6,22 +6,10 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from dstack.hostinfo import GPUInfo, HostResources, parse_nvidia_smi
+from dstack.scripts import command
 
 if TYPE_CHECKING:
     from fabric import Connection
-
-PROBE = r"""
-echo "cpus=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
-echo "mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
-echo "disk_kb=$(df -Pk "$HOME" | awk 'NR==2 {print $4}')"
-echo "os=$( (. /etc/os-release && echo "$PRETTY_NAME") 2>/dev/null || uname -sr)"
-echo "python=$(python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null)"
-echo "bash=${BASH_VERSION}"
-echo "home=$HOME"
-if command -v nvidia-smi >/dev/null 2>&1; then
-  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits | sed 's/^/gpu=/'
-fi
-"""
 
 
 @dataclass(frozen=True)
@@ -67,11 +55,5 @@ def parse_probe(text: str) -> HostFacts:
 
 
 def probe(conn: Connection) -> HostFacts:
-    result = conn.run(f"bash -c {_quote(PROBE)}", hide=True, warn=True, in_stream=False)
+    result = conn.run(command("host-probe.sh"), hide=True, warn=True, in_stream=False)
     return parse_probe(result.stdout)
-
-
-def _quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
-import shlex
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
-from dstack.errors import DstackError
+from dstack import scripts
+from dstack.retry import retry
 from dstack.ssh.connect import HostAddress, HostError, HostKeyError, connect
 
 if TYPE_CHECKING:
     from fabric import Connection
     from paramiko import SFTPClient
 
+T = TypeVar("T")
 
 # Free space (KiB) at or below which a failed write is put down to a full disk: what a write
 # that failed for want of space leaves free is less than one of its chunks.
@@ -49,21 +49,28 @@ class Remote:
             self._conn.close()
             self._conn = None
 
-    def _retrying(self, action: Any) -> Any:
-        delay, deadline = 0.2, time.monotonic() + self.retry_for
-        while True:
-            try:
-                return action(self._connection())
-            except (HostKeyError, NoSpaceError):
-                raise
-            except (HostError, OSError, EOFError) + _paramiko_errors() as e:
-                self.close()
-                if time.monotonic() + delay > deadline:
-                    if isinstance(e, DstackError):
-                        raise
-                    raise HostError(f"Lost the connection to {self.address.label}: {e}.") from None
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+    def _retrying(self, action: Callable[[Connection], T]) -> T:
+        """``action`` over a live connection, reconnecting after drops (waits from 0.2 s,
+        doubling up to 5 s) for ``retry_for`` seconds; a changed host key or a full disk is
+        not a drop."""
+
+        drops = (OSError, EOFError) + _paramiko_errors()
+
+        def transient(error: BaseException) -> bool:
+            lasting = isinstance(error, HostKeyError | NoSpaceError)
+            return isinstance(error, (HostError, *drops)) and not lasting
+
+        try:
+            return retry(
+                lambda: action(self._connection()),
+                retry_on=transient,
+                wait=0.2,
+                max_wait=5.0,
+                give_up_after=self.retry_for,
+                after_failure=lambda _: self.close(),
+            )
+        except drops as e:  # a HostError of its own goes up as it is
+            raise HostError(f"Lost the connection to {self.address.label}: {e}.") from None
 
     def exec(self, command: str, data: bytes = b"") -> tuple[int, bytes]:
         """Run ``command`` with ``data`` on stdin; (exit status, stdout)."""
@@ -72,13 +79,27 @@ class Remote:
 
     def exec_full(self, command: str, data: bytes = b"") -> tuple[int, bytes, bytes]:
         """Run ``command`` with ``data`` on stdin; (exit status, stdout, stderr)."""
-        return self._retrying(lambda conn: _run(conn, command, data))  # type: ignore[no-any-return]
+        return self._retrying(lambda conn: _run(conn, command, data))
 
     def check(self, command: str, data: bytes = b"") -> bytes:
         """Run ``command``; its stdout, or the error that its exit status and stderr tell."""
+        return self._checked(command, data, f"`{command.splitlines()[0][:60]}`")
+
+    def run_script(
+        self, name: str, *args: str | int, data: bytes = b""
+    ) -> tuple[int, bytes, bytes]:
+        """Run the packaged script ``name`` (dstack/scripts) with ``args`` and ``data`` on
+        stdin; (exit status, stdout, stderr)."""
+        return self.exec_full(scripts.command(name, *args), data)
+
+    def check_script(self, name: str, *args: str | int, data: bytes = b"") -> bytes:
+        """Run the packaged script ``name``; its stdout, or the error its exit status tells."""
+        return self._checked(scripts.command(name, *args), data, f"the host script {name}")
+
+    def _checked(self, command: str, data: bytes, what: str) -> bytes:
         code, out, err = self.exec_full(command, data)
         if code != 0:
-            raise self.failure(f"`{command.splitlines()[0][:60]}`", code, err)
+            raise self.failure(what, code, err)
         return out
 
     def failure(self, what: str, code: int, stderr: bytes) -> HostError:
@@ -93,10 +114,10 @@ class Remote:
 
     def full_disk(self, folder: str, detail: str) -> NoSpaceError | None:
         """The error to give when ``folder``'s disk on the host is (nearly) full, else None."""
-        return self._retrying(lambda conn: self._full(conn, folder, detail))  # type: ignore[no-any-return]
+        return self._retrying(lambda conn: self._full(conn, folder, detail))
 
     def _full(self, conn: Connection, folder: str, detail: str) -> NoSpaceError | None:
-        code, out, _ = _run(conn, f"df -Pk -- {shlex.quote(folder)}")
+        code, out, _ = _run(conn, scripts.command("host-df.sh", folder))
         try:
             available = int(out.decode().splitlines()[-1].split()[3])
         except (IndexError, ValueError):  # no df, or an output we cannot read: not known full
@@ -144,13 +165,12 @@ class Remote:
         self._retrying(lambda conn: conn.sftp().get(remote, str(local)))
 
 
-def _run(conn: Connection, command: str, data: bytes = b"") -> tuple[int, bytes, bytes]:
-    """One command over ``conn``'s transport: (exit status, stdout, stderr)."""
-    transport = conn.client.get_transport()
-    assert transport is not None
-    channel = transport.open_session()
+def _run(conn: Connection, line: str, data: bytes = b"") -> tuple[int, bytes, bytes]:
+    """One command over ``conn``'s transport: (exit status, stdout, stderr). A paramiko channel,
+    not Fabric's ``run``: that decodes output as text, and logs and file names are bytes."""
+    channel = conn.transport.open_session()
     try:
-        channel.exec_command(command)
+        channel.exec_command(line)
         if data:
             channel.sendall(data)
         channel.shutdown_write()

@@ -10,7 +10,7 @@ from dstack.errors import DstackError
 from dstack.ssh.connect import connect
 
 if TYPE_CHECKING:
-    from dstack.pool import PoolHost
+    from dstack.backends.ssh.pool import PoolHost
 
 
 def reachability(
