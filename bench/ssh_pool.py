@@ -57,9 +57,9 @@ def main() -> None:
 
 def sync(server: object, ssh: list[str], work: Path) -> None:
     """Pull a fresh random tree both ways into empty targets; dstack hashes on the host too."""
+    from dstack.backends.ssh.pool import PoolHost
     from dstack.execution.ssh import SSHExecutor
     from dstack.home import Home
-    from dstack.pool import PoolHost
     from dstack.ssh.connect import HostAddress, connect
     from dstack.ssh.probe import probe
     from dstack.storage.manifest import StatCache

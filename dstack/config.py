@@ -26,7 +26,6 @@ store:                            # shared, versioned artifacts (default: DSTACK
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,37 +37,6 @@ from dstack.home import Home
 if TYPE_CHECKING:
     from dstack.spec.config import Config
     from dstack.storage.location import StoreLocation
-
-
-@dataclass(frozen=True)
-class ConfigHost:
-    """An own server listed under `backends.ssh.hosts` (validated by dstack.spec.config)."""
-
-    name: str
-    host: str
-    port: int = 22
-    user: str | None = None
-    identity_file: str | None = None
-    slots: int = 1
-
-
-@dataclass(frozen=True)
-class CloudLimits:
-    """`backends.aws|gcp|azure` (validated by dstack.spec.config.CloudBackend)."""
-
-    regions: tuple[str, ...] | None = None
-    instance_types: tuple[str, ...] | None = None
-    spot: str = "auto"
-    max_instances: int = 4
-    max_price: float | None = None
-    allowed_cidr: str | None = None
-    boot_timeout: int = 600
-
-
-@dataclass(frozen=True)
-class SSHSettings:
-    hosts: tuple[ConfigHost, ...] = ()
-    keep_run_dirs: bool = False
 
 
 def _parse(path: Path) -> Config:
@@ -123,44 +91,20 @@ def _keys_at(model: Any, loc: tuple[int | str, ...]) -> list[str]:
     return list(model.model_fields)
 
 
-def local_enabled(home: Home) -> bool:
-    """This machine runs jobs unless `backends.local.enabled` is false."""
-    data = validated_config(home)
-    return data is None or bool(data["backends"]["local"]["enabled"])
-
-
-def ssh_settings(home: Home) -> SSHSettings:
+def backend_section(home: Home, name: str) -> dict[str, Any] | None:
+    """A backend's validated section of config.yaml; None without one (or without a file)."""
     data = validated_config(home)
     if data is None:
-        return SSHSettings()
-    ssh = data["backends"]["ssh"]
-    return SSHSettings(tuple(ConfigHost(**h) for h in ssh["hosts"]), ssh["keep_run_dirs"])
-
-
-def cloud_limits(home: Home) -> dict[str, CloudLimits]:
-    """The clouds set up in config.yaml, with their limits; none without a config file."""
-    data = validated_config(home)
-    found = {}
-    for cloud in ("aws", "gcp", "azure"):
-        limits: dict[str, Any] | None = (data or {}).get("backends", {}).get(cloud)
-        if limits is not None:
-            regions, types = limits["regions"], limits["instance_types"]
-            found[cloud] = CloudLimits(
-                regions=tuple(regions) if regions is not None else None,
-                instance_types=tuple(types) if types is not None else None,
-                spot=limits["spot"],
-                max_instances=limits["max_instances"],
-                max_price=limits["max_price"],
-                allowed_cidr=limits.get("allowed_cidr"),
-                boot_timeout=limits.get("boot_timeout", 600),
-            )
-    return found
+        return None
+    section: dict[str, Any] | None = data["backends"].get(name)
+    return section
 
 
 def pulumi_backend_url(home: Home) -> str | None:
     """`pulumi.backend_url` (s3://…, gs://…, azblob://…, file://…); None: the default."""
     data = validated_config(home)
-    return (data or {}).get("pulumi", {}).get("backend_url")
+    url: str | None = (data or {}).get("pulumi", {}).get("backend_url")
+    return url
 
 
 def validated_config(home: Home) -> dict[str, Any] | None:

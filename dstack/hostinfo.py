@@ -50,9 +50,13 @@ def local_gpus() -> list[GPUInfo]:
 
 
 def local_resources(disk_path: Path, with_gpus: bool) -> HostResources:
-    """This machine; GPUs are probed only when asked, since nvidia-smi can take a second."""
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    cpus = len(os.sched_getaffinity(0))
+    """This machine (Linux or macOS); GPUs are probed only when asked, since nvidia-smi can
+    take a second. CPUs: those this process may use where the system says (Linux)."""
+    import psutil
+
+    memory = psutil.virtual_memory().total
+    affinity = getattr(os, "sched_getaffinity", None)
+    cpus = len(affinity(0)) if affinity else (os.cpu_count() or 1)
     return HostResources(
         cpus, memory, shutil.disk_usage(disk_path).free, local_gpus() if with_gpus else []
     )

@@ -393,7 +393,7 @@ def test_a_host_that_never_answers_ssh_is_given_up_and_destroyed(
 # Each racer says it is ready (dstack imported), then waits for the start signal.
 RACER = (
     "import os, sys, time; from pathlib import Path; from dstack.home import Home; "
-    "from dstack.backends.automation import passphrase_file\n"
+    "from dstack.backends.cloud.automation import passphrase_file\n"
     "home, go, ready = map(Path, sys.argv[1:])\n"
     "ready.touch()\n"
     "deadline = time.monotonic() + 60\n"

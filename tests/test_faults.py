@@ -479,8 +479,12 @@ import sys, time
 from pathlib import Path
 from dstack.home import Home
 from dstack.state.db import State
+from dstack.state.records import NewJob
 state = State(Home(Path(sys.argv[1])))
-name = state.create_run("w", "/", [], {}, None, {"digest": "d"}, [("w", {}, [])])
+name = state.create_run(
+    workflow="w", repo_dir="/", args=[], variables={}, tag=None, snapshot={"digest": "d"},
+    jobs=[NewJob("w", {})],
+)
 print(name, flush=True)
 for i in range(1, 10**9):
     state.update_job(name, "w", exit_code=i, error="x" * (i % 5000))
@@ -553,7 +557,7 @@ def test_hosts_routed_by_ssh_config_or_unknown_to_dns_are_left_to_ssh(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The quick TCP check must not call a host down that only ssh knows how to reach."""
-    from dstack.runner import placement
+    from dstack.backends import ssh as placement
 
     (tmp_path / ".ssh").mkdir()
     (tmp_path / ".ssh" / "config").write_text(

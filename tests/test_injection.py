@@ -166,9 +166,9 @@ def test_artifact_names_with_quotes_dollars_and_backslashes_come_back(
     """Both transfers, rsync and SFTP, list and fetch such files by their exact names."""
     import hashlib
 
+    from dstack.backends.ssh.pool import PoolHost
     from dstack.execution.ssh import SSHExecutor
     from dstack.home import Home
-    from dstack.pool import PoolHost
     from dstack.ssh.connect import HostAddress, connect
     from dstack.ssh.probe import probe
     from dstack.storage.manifest import StatCache

@@ -6,9 +6,8 @@ import json
 
 from conftest import Project
 
-from dstack.backends.catalog import load_catalog
-from dstack.backends.offers import allowed, catalog_offers, fitting, why_not
-from dstack.config import CloudLimits
+from dstack.backends.cloud.catalog import load_catalog
+from dstack.backends.cloud.limits import CloudLimits, allowed, catalog_offers, fitting, why_not
 from dstack.spec.jobspec import GPUSpec, ResourcesSpec
 
 LIMITS = """

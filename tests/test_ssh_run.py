@@ -248,9 +248,9 @@ def test_artifact_sync_moves_only_changed_files(
     """Both transfers (rsync when both ends have it, SFTP otherwise) against a real host."""
     import hashlib
 
+    from dstack.backends.ssh.pool import PoolHost
     from dstack.execution.ssh import SSHExecutor
     from dstack.home import Home
-    from dstack.pool import PoolHost
     from dstack.ssh.connect import HostAddress, connect
     from dstack.ssh.probe import probe
     from dstack.storage.manifest import StatCache

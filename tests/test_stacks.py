@@ -262,7 +262,7 @@ def test_bad_host_descriptions_are_refused_before_any_resource(
 
 
 def test_every_gcp_gpu_in_the_catalog_can_be_attached_or_comes_built_in() -> None:
-    from dstack.backends.catalog import load_catalog
+    from dstack.backends.cloud.catalog import load_catalog
     from stacks.gcp import ACCELERATORS
 
     for t in load_catalog().types:

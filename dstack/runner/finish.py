@@ -4,22 +4,34 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dstack.config import ssh_settings
 from dstack.errors import DstackError, describe
 from dstack.execution.base import LOG, Executor, JobExit
 from dstack.home import Home
 from dstack.logs_setup import masker
 from dstack.sharing import publish_run
-from dstack.spec.jobspec import JobSpec
 from dstack.state.db import State
 from dstack.state.records import JobRecord
 from dstack.storage.manifest import Manifest, StatCache
 from dstack.storage.store import Store, artifact_key
 
+if TYPE_CHECKING:
+    from dstack.backends.base import Backend
+
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A job made final: its status, its sealed manifest, and whether its files are safe in
+    the store (only then may its host's copy go)."""
+
+    status: str
+    manifest: Manifest | None
+    files_safe: bool
 
 
 def seal_artifacts(
@@ -27,7 +39,7 @@ def seal_artifacts(
 ) -> tuple[str, Manifest] | None:
     """Store every artifact file of the job and write its manifest; partial when not complete.
     Its key and the manifest, or None when the job declares no artifacts."""
-    wf = JobSpec.from_dict(job.spec)
+    wf = job.job_spec
     if not wf.artifacts or not job.job_dir:
         return None
     paths = [a.path for a in wf.artifacts]
@@ -55,17 +67,17 @@ def finish_job(
     home: Home,
     state: State,
     store: Store,
+    backend: Backend,
     executor: Executor,
     job: JobRecord,
     result: JobExit,
     stopped: bool,
     cache: StatCache,
-) -> tuple[str, Manifest | None]:
-    """Seal the artifacts and the log, free the host, then record the final status; the status
-    and the sealed manifest. Whatever fails here (the store down, a full disk, an unreadable
-    file) fails the job with the reason recorded, and its files are left where they are."""
-    from dstack.pool import Pool
-
+) -> Finished:
+    """Seal the artifacts and the log, then record the final status (the caller then lets
+    the backend release the host). Whatever fails here (the store down, a full disk, an
+    unreadable file) fails the job with the reason recorded, and its files are left where
+    they are."""
     ok = result.code == 0 and not stopped
     problems: list[str] = []
     sealed: tuple[str, Manifest] | None = None
@@ -73,20 +85,14 @@ def finish_job(
         sealed = seal_artifacts(store, executor, job, ok, cache)
     except (DstackError, OSError) as e:
         where = ""
-        if job.job_dir and executor.backend in ("local", "ssh"):
-            on = "" if executor.backend == "local" else f" on {executor.host_name()}"
+        if job.job_dir and backend.own:
+            on = "" if executor.local_path(job.job_dir) else f" on {executor.host_name()}"
             where = f"; its files are still in {job.job_dir}{on}"
         problems.append(f"its artifacts could not be saved: {describe(e)}{where}")
     try:
         mirror_log(home, executor, job)
     except (DstackError, OSError) as e:
         problems.append(f"its log could not be copied from the host: {describe(e)}")
-    if job.job_dir and not problems and not ssh_settings(home).keep_run_dirs:
-        try:
-            executor.cleanup(job.job_dir)
-        except (DstackError, OSError) as e:
-            log.warning("could not remove %s on its host: %s", job.job_dir, describe(e))
-    Pool(state).release(job.run_name, job.workflow)
     status = "done" if ok and not problems else "stopped" if stopped else "failed"
     reason = (
         None
@@ -108,7 +114,18 @@ def finish_job(
     if sealed:
         log.info("%s: sealed %d files as %s", job.workflow, len(sealed[1].entries), sealed[0])
     log.info("%s: %s%s", job.workflow, status, f" ({error})" if error else "")
-    return status, sealed[1] if sealed else None
+    return Finished(status, sealed[1] if sealed else None, files_safe=not problems)
+
+
+def saved_note(workflow: str, manifest: Manifest, store_url: str) -> str:
+    """Where the job's artifacts went: the user should not have to guess."""
+    from dstack.spec.sizes import format_size
+
+    return (
+        f"saved {len(manifest.entries)} files ({format_size(manifest.total_size)}) of "
+        f"{workflow} to {store_url}"
+        + ("" if manifest.state == "complete" else f" ({manifest.state})")
+    )
 
 
 def fail_pending(state: State, job: JobRecord, reason: str, status: str = "failed") -> None:

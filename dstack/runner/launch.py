@@ -11,11 +11,13 @@ from typing import Any
 from dstack import secrets
 from dstack.execution import procs
 from dstack.home import Home
+from dstack.offer import Scope
 from dstack.runner.inputs import external_inputs
 from dstack.runner.plan import check_plan, plan_run
 from dstack.sharing import open_tags, publish_run
 from dstack.snapshot import Snapshot, capture
 from dstack.state.db import State
+from dstack.state.records import NewJob
 from dstack.storage.manifest import StatCache
 from dstack.storage.store import Store
 
@@ -27,8 +29,8 @@ class Submission:
     args: list[str]
     variables: dict[str, Any]
     snapshot: Snapshot
-    jobs: list[tuple[str, dict[str, Any], list[str]]]
-    placement: dict[str, Any]
+    jobs: list[NewJob]
+    scope: Scope
 
 
 def prepare(
@@ -39,11 +41,12 @@ def prepare(
     workflow: str,
     tokens: list[str],
     tag: str | None,
-    placement: dict[str, Any],
+    scope: Scope,
 ) -> Submission:
-    """Everything that can be refused is refused here, before a run exists."""
+    """Everything that can be refused is refused here, before a run exists; each job's
+    placement is decided here, once."""
     plan = plan_run(home.root / "cache" / "plans", repo, workflow, tokens)
-    check_plan(plan, repo, home, state, placement)
+    placements = check_plan(plan, repo, home, state, scope)
     secrets.job_env(home)  # a secret stored under a name no job can be given is refused now
     tags = open_tags(state, store)
     for job in plan.jobs:
@@ -53,22 +56,24 @@ def prepare(
     hashes = StatCache.load(home.hash_cache)  # unchanged files: no re-hash
     snapshot = capture(repo, store, hashes)
     hashes.save()
-    jobs = [(j.data["name"], j.data, j.upstream) for j in plan.jobs]
-    return Submission(workflow, repo, plan.run_args, plan.variables, snapshot, jobs, placement)
+    jobs = [
+        NewJob(j.data["name"], j.data, j.upstream, placements[j.data["name"]]) for j in plan.jobs
+    ]
+    return Submission(workflow, repo, plan.run_args, plan.variables, snapshot, jobs, scope)
 
 
 def record(state: State, store: Store, sub: Submission, tag: str | None, detached: bool) -> str:
     """The run in SQLite, then its record in the store for teammates."""
     name = state.create_run(
-        sub.workflow,
-        str(sub.repo),
-        sub.args,
-        sub.variables,
-        tag,
-        {**sub.snapshot.to_dict(), "key": sub.snapshot.key},
-        sub.jobs,
-        detached,
-        sub.placement,
+        workflow=sub.workflow,
+        repo_dir=str(sub.repo),
+        args=sub.args,
+        variables=sub.variables,
+        tag=tag,
+        snapshot={**sub.snapshot.to_dict(), "key": sub.snapshot.key},
+        jobs=sub.jobs,
+        detached=detached,
+        placement=sub.scope,
         taken=store.has_run,
     )
     publish_run(state, store, name)

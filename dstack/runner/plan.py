@@ -15,11 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from dstack import __version__
 from dstack.atomic import write_text_atomic
-from dstack.config import cloud_limits
 from dstack.errors import SpecError
 from dstack.home import Home
 from dstack.providers.base import get_provider
-from dstack.runner.placement import LOCAL, candidates, fitting
 from dstack.spec.files import variables_file, workflow_files
 from dstack.spec.jobspec import JobSpec
 from dstack.spec.suggest import did_you_mean
@@ -28,6 +26,7 @@ from dstack.spec.yamlio import line_of
 from dstack.state.db import State
 
 if TYPE_CHECKING:
+    from dstack.offer import Offer, Scope
     from dstack.spec.loader import Project
 
 
@@ -124,18 +123,19 @@ def plan_run(cache_dir: Path, repo: Path, target: str, tokens: list[str]) -> Pla
     return plan
 
 
-def check_plan(plan: Plan, repo: Path, home: Home, state: State, placement: dict[str, Any]) -> None:
-    """Providers' checks and the hosts' resources, before anything is created."""
-    specs = [(job, job.spec) for job in plan.jobs]
-    wants_gpu = any(spec.resources.gpu and spec.resources.gpu.count for _, spec in specs)
-    found = candidates(home, state, placement, with_gpus=wants_gpu)
-    in_cloud: set[str] = set()
-    if cloud_limits(home):  # each job's cheapest offer, or the reasons none fits
-        from dstack.runner.clouds import cloud_jobs
+def check_plan(
+    plan: Plan, repo: Path, home: Home, state: State, scope: Scope
+) -> dict[str, list[Offer]]:
+    """Providers' checks, and each job's placement (or why none fits), before anything is
+    created; the placements, by job."""
+    from dstack.backends.base import Context
+    from dstack.backends.registry import open_all
+    from dstack.runner.placement import place_jobs
 
-        chosen = cloud_jobs(home, state, [spec for _, spec in specs], placement)
-        in_cloud = {job.spec.name for job in chosen}
-    for job, spec in specs:
+    backends = open_all(Context(home, state))
+    placements = place_jobs([job.spec for job in plan.jobs], backends, scope)
+    for job in plan.jobs:
+        spec = job.spec
         wd = spec.working_dir
         if wd and not (repo / wd).is_dir():
             raise SpecError(
@@ -145,5 +145,7 @@ def check_plan(plan: Plan, repo: Path, home: Home, state: State, placement: dict
             )
         provider = get_provider(spec.provider, job.file)
         provider.check(spec, repo, job.file)
-        if spec.name not in in_cloud and [c.name for c in fitting(spec, found)] == [LOCAL]:
+        offers = placements[spec.name]
+        if len(offers) == 1 and backends[offers[0].backend].here:
             provider.check_host(spec, lambda command: shutil.which(command) is not None)
+    return placements

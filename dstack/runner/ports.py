@@ -29,11 +29,15 @@ def load_access(home: Home, run: str, workflow: str) -> str:
 
 
 def forward_ports(
-    home: Home, forwards: Forwards, backend: str, host_name: str, ports: list[int], state: State
+    home: Home, state: State, forwards: Forwards, job: JobRecord, ports: list[int]
 ) -> list[int]:
-    from dstack.execution.factory import host_address
+    """The ports on this machine where the job's ports answer: tunnels from its host, or
+    the same ports when it runs here."""
+    from dstack.backends.base import Context
+    from dstack.backends.registry import address_of_job
 
-    return forwards.add(*host_address(home, state, backend, host_name), ports)
+    reach = address_of_job(Context(home, state), job)
+    return ports if reach is None else forwards.add(*reach, ports)
 
 
 def announce(notes: TextIO, workflow: str, ports: list[int], path: str) -> None:
@@ -51,7 +55,5 @@ def open_for_job(
     ports = job.record.get("ports") or []
     if not ports:
         return
-    backend = str(job.record.get("backend") or "local")
-    if backend != "local":
-        ports = forward_ports(home, forwards, backend, str(job.record["host"]), ports, state)
+    ports = forward_ports(home, state, forwards, job, ports)
     announce(notes, job.workflow, ports, load_access(home, job.run_name, job.workflow))

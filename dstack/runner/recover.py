@@ -46,18 +46,20 @@ def recover(home: Home, state: State, store: Store | None = None) -> None:
 
 def _recover_run(home: Home, state: State, store: Store, run: RunRecord) -> None:
     """Finish what ended; start a new supervisor when a job still runs."""
-    from dstack.execution.factory import executor_of_job
+    from dstack.backends.base import Context
+    from dstack.backends.registry import HERE, executor_of_job, open_backend
     from dstack.runner.finish import fail_pending, finish_job, finish_run
     from dstack.storage.manifest import StatCache
 
     cache = StatCache()
+    ctx = Context(home, state, store)
     still_running = False
     for job in state.jobs(run.name):
         if job.finished:
             continue
         if job.status == "running" and job.pid and job.job_dir:
             try:
-                executor = executor_of_job(home, store, state, job.record, patient=False)
+                executor = executor_of_job(ctx, job, patient=False)
             except DstackError as e:  # its cloud host was torn down: the job ended there
                 fail_pending(state, job, f"its host is gone: {e.message}")
                 continue
@@ -71,7 +73,13 @@ def _recover_run(home: Home, state: State, store: Store, run: RunRecord) -> None
                     still_running = True
                     continue
                 log.info("%s: ended with code %d", job.workflow, result.code)
-                finish_job(home, state, store, executor, job, result, bool(run.stop_request), cache)
+                backend = open_backend(str(job.record.get("backend") or HERE), ctx)
+                stopped = bool(run.stop_request)
+                done = finish_job(
+                    home, state, store, backend, executor, job, result, stopped, cache
+                )
+                if backend.own:  # a created host is destroyed by its run's end or by gc
+                    backend.release(job, done.files_safe, executor)
             finally:
                 executor.close()
         elif job.status in ("submitted", "waiting"):

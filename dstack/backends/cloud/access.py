@@ -9,7 +9,7 @@ import shutil
 from functools import lru_cache
 from pathlib import Path
 
-from dstack.config import CloudLimits
+from dstack.backends.cloud.limits import CloudLimits
 from dstack.errors import CloudError
 from dstack.home import Home
 

@@ -18,22 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dstack.backends.preview import PlannedResource, key_inputs
+from dstack.backends.base import PlannedResource
+from dstack.backends.cloud.preview import key_inputs
 from dstack.errors import CloudError
 from dstack.home import Home
 from stacks.spec import HostSpec
 
 if TYPE_CHECKING:
     from pulumi import automation as auto
+    from pulumi.automation import Stack
 
 PROJECT = "dstack-host"
 # The provider plug-in of each cloud, named as `pulumi plugin install` names it, and the
 # Python SDK whose version it must match.
-PLUGINS = {
-    "aws": ("aws", "pulumi_aws"),
-    "gcp": ("gcp", "pulumi_gcp"),
-    "azure": ("azure-native", "pulumi_azure_native"),
-}
 INSTALL_HINT = (
     "install the Pulumi CLI (curl -fsSL https://get.pulumi.com | sh, or see "
     "https://www.pulumi.com/docs/install/) and open a new shell so `pulumi` is on PATH"
@@ -152,7 +149,7 @@ def open_stack(home: Home, spec: HostSpec, stack_name: str | None = None) -> aut
 
     name = stack_name or spec.name
     with cloud_errors("stack init", name):
-        stack = auto.create_or_select_stack(
+        stack: Stack = auto.create_or_select_stack(
             name, project_name=PROJECT, program=program, opts=_options(home)
         )
         stack.set_config("host", auto.ConfigValue(spec.to_json()))
@@ -164,9 +161,10 @@ def select_stack(home: Home, name: str) -> auto.Stack | None:
     auto = _sdk()
     try:
         with cloud_errors("stack select", name):
-            return auto.select_stack(
+            found: Stack = auto.select_stack(
                 name, project_name=PROJECT, program=lambda: None, opts=_options(home)
             )
+            return found
     except CloudError as e:
         if isinstance(e.__cause__, auto.StackNotFoundError):
             return None
@@ -177,9 +175,12 @@ def ensure_plugin(stack: auto.Stack, backend: str, notes: Notes) -> None:
     """The cloud's provider plug-in at the version of the installed SDK, installed once."""
     import importlib.metadata
 
-    if backend not in PLUGINS:
+    from dstack.backends.registry import backend_class
+
+    plugin = getattr(backend_class(backend), "plugin", None)
+    if plugin is None:
         return
-    name, sdk = PLUGINS[backend]
+    name, sdk = plugin
     version = importlib.metadata.version(sdk)
     with cloud_errors("plugin install", stack.name):
         if any(p.name == name and p.version == version for p in stack.workspace.list_plugins()):

@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from dstack.backends.base import Notes
 from stacks.spec import HostSpec
 
 PROJECT = (
@@ -38,3 +39,33 @@ def export(folder: Path, hosts: list[HostSpec], blanks: dict[str, str]) -> list[
         path.write_text(json.dumps({"config": {"dstack-host:host": data}}, indent=2) + "\n")
         written.append(path)
     return written
+
+
+def export_planned(
+    folder: Path, hosts: list[HostSpec], allowed_cidr: str, ssh_public_key: str, notes: Notes
+) -> None:
+    """Write the hosts of a plan (with the preview's stand-ins), filling in the SSH range and
+    key when given, and say what is left for the user to set before `pulumi up`."""
+    from dataclasses import replace
+
+    from dstack.backends.cloud.preview import CALLER, PREVIEW_KEY
+    from dstack.errors import SpecError
+
+    if allowed_cidr:
+        try:
+            hosts = [replace(h, allowed_cidr=allowed_cidr) for h in hosts]  # validated here
+        except ValueError as e:
+            raise SpecError(f"--allowed-cidr: {e}.", hint="e.g. 203.0.113.7/32") from None
+    written = export(folder, hosts, {CALLER: "", PREVIEW_KEY: ssh_public_key})
+    notes(f"Wrote {folder}/Pulumi.yaml and " + ", ".join(p.name for p in written) + ".")
+    has_cidr = bool(allowed_cidr) or all(h.allowed_cidr != CALLER for h in hosts)
+    if not has_cidr or not ssh_public_key:
+        notes(
+            "Before `pulumi up`, set what dstack fills in at launch: "
+            + " and ".join(
+                f"pulumi config set --path host.{name} VALUE"
+                for name, given in (("allowed_cidr", has_cidr), ("ssh_public_key", ssh_public_key))
+                if not given
+            )
+            + " (or pass --allowed-cidr / --ssh-key)."
+        )

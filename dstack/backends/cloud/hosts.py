@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dstack.backends.offers import Offer
-from dstack.config import CloudLimits
+from dstack.backends.cloud.limits import CloudLimits
+from dstack.offer import Offer
 from dstack.spec.jobspec import ResourcesSpec
 from stacks.spec import HostSpec
 

@@ -1,60 +1,42 @@
-"""The one matcher of a job's minimum resources to offers: this machine and the pool's servers
-(price 0) and the clouds set up in config.yaml within their limits; the cheapest fit wins."""
+"""A cloud's limits from config.yaml (regions, instance types, spot, price) as named rules over
+its catalog's offers, and the reason, in words, when they leave a job nothing."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
-from dstack.backends.catalog import Catalog
-from dstack.config import CloudLimits
-from dstack.hostinfo import HostResources, missing_resources
+from dstack.backends.cloud.catalog import Catalog
+from dstack.hostinfo import missing_resources
+from dstack.offer import Offer
 from dstack.spec.jobspec import ResourcesSpec
-
-if TYPE_CHECKING:
-    from dstack.home import Home
-    from dstack.runner.placement import Candidate
-
-OWN = ("local", "ssh")
 
 
 @dataclass(frozen=True)
-class Offer:
-    """Somewhere a job can run: ``name`` is the instance type, or the host's name."""
+class CloudLimits:
+    """`backends.aws|gcp|azure` (validated by dstack.backends.cloud.settings)."""
 
-    backend: str
-    name: str
-    region: str
-    resources: HostResources
-    price: float
-    spot: bool = False
+    regions: tuple[str, ...] | None = None
+    instance_types: tuple[str, ...] | None = None
+    spot: str = "auto"
+    max_instances: int = 4
+    max_price: float | None = None
+    allowed_cidr: str | None = None
+    boot_timeout: int = 600
 
-    @property
-    def sort_key(self) -> tuple[float, int, str, str, bool]:
-        return (self.price, 0 if self.backend in OWN else 1, self.backend, self.name, self.spot)
-
-
-def check_backend(backend: str | None, home: Home | None = None) -> None:
-    """Refuse a --backend that names nothing dstack knows, or (given the home, for `run` and
-    `plan`) a cloud that config.yaml does not set up."""
-    from dstack.backends.catalog import CLOUDS
-    from dstack.config import cloud_limits
-    from dstack.errors import SpecError
-
-    if backend not in (None, *OWN, *CLOUDS):
-        raise SpecError(f"'{backend}' is not a backend.", hint="use local, ssh, aws, gcp or azure")
-    if home is not None and backend in CLOUDS and backend not in cloud_limits(home):
-        raise SpecError(
-            f"--backend {backend}: {backend} is not set up in {home.root / 'config.yaml'}.",
-            hint=f"add it under backends, e.g. `backends: {{{backend}: {{max_price: 2}}}}`; "
-            f"`dstack offers --backend {backend}` lists its catalog",
+    @classmethod
+    def from_section(cls, section: dict[str, Any]) -> CloudLimits:
+        regions, types = section.get("regions"), section.get("instance_types")
+        return cls(
+            regions=tuple(regions) if regions is not None else None,
+            instance_types=tuple(types) if types is not None else None,
+            spot=section.get("spot", "auto"),
+            max_instances=section.get("max_instances", 4),
+            max_price=section.get("max_price"),
+            allowed_cidr=section.get("allowed_cidr"),
+            boot_timeout=section.get("boot_timeout", 600),
         )
-
-
-def own_offers(hosts: Iterable[Candidate]) -> list[Offer]:
-    """This machine and the pool's servers, as offers at price 0."""
-    return [Offer("ssh" if c.host else "local", c.name, "", c.resources, 0.0) for c in hosts]
 
 
 def catalog_offers(catalog: Catalog, clouds: Iterable[str]) -> list[Offer]:
@@ -97,7 +79,7 @@ def limit_rules(limits: CloudLimits, interruptible: bool | None) -> list[Rule]:
 def allowed(
     offers: list[Offer], limits: dict[str, CloudLimits], interruptible: bool | None
 ) -> list[Offer]:
-    """The offers each cloud's limits allow (own offers have none), cheapest first."""
+    """The offers each cloud's limits allow, cheapest first."""
     kept = []
     for offer in offers:
         rules = limit_rules(limits[offer.backend], interruptible) if offer.backend in limits else []
@@ -136,27 +118,3 @@ def why_not(
                 break
             fit = remaining
     return reasons
-
-
-def choose(
-    want: ResourcesSpec, offers: list[Offer], limits: dict[str, CloudLimits], job: str = ""
-) -> Offer:
-    """The cheapest allowed offer the job fits; an error naming, per host and cloud, why not."""
-    from dstack.errors import ResourceError
-    from dstack.hostinfo import describe
-
-    fits = allowed(fitting(want, offers), limits, want.interruptible)
-    if fits:
-        return fits[0]
-    reasons = [
-        f"  {o.name} ({describe(o.resources)}): " + "; ".join(missing_resources(want, o.resources))
-        for o in offers
-        if o.backend in OWN
-    ]
-    reasons += [f"  {cloud}: {why}" for cloud, why in why_not(want, offers, limits).items()]
-    raise ResourceError(
-        f"No offer fits {f'the job {job!r}' if job else 'the job'}:\n"
-        + ("\n".join(reasons) or "  nothing is set up"),
-        hint="lower 'resources', add a server with `dstack pool add`, or widen a cloud's limits "
-        "in DSTACK_HOME/config.yaml (see `dstack offers`)",
-    )

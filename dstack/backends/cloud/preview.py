@@ -8,14 +8,14 @@ when it cannot be looked up now) is shown as such, never as made-up values."""
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from typing import Any
 
+from dstack.backends.base import PlannedResource
 from dstack.errors import CloudError
 from stacks.spec import HostSpec
 
 # Stand-ins for what dstack fills in at launch, shown by their meaning. CALLER stands only for
-# an address that could not be looked up: one that could is shown as it is (cli/plan.ssh_from).
+# an address that could not be looked up: one that could is shown as it is (planning.ssh_from).
 CALLER = "192.0.2.1/32"  # documentation range (RFC 5737): never a real caller
 PREVIEW_KEY = "ssh-ed25519 AAAA-dstack-preview"
 PLACEHOLDERS = {
@@ -56,13 +56,6 @@ KEY_INPUTS = {
 }
 
 
-@dataclass(frozen=True)
-class PlannedResource:
-    type: str
-    name: str
-    inputs: dict[str, str]
-
-
 def offline_preview(spec: HostSpec) -> list[PlannedResource]:
     """Every resource the stack would create, in registration order, with its key inputs."""
     try:
@@ -77,7 +70,7 @@ def offline_preview(spec: HostSpec) -> list[PlannedResource]:
             hint=f"install the cloud's extra: pip install 'dstack[{spec.backend}]'",
         ) from None
 
-    class Recorder(pulumi.runtime.Mocks):  # type: ignore[misc]
+    class Recorder(pulumi.runtime.Mocks):
         def __init__(self) -> None:
             self.found: list[PlannedResource] = []
 
@@ -91,7 +84,7 @@ def offline_preview(spec: HostSpec) -> list[PlannedResource]:
     recorder = Recorder()
     pulumi.runtime.set_mocks(recorder, project="dstack-host", stack="preview", preview=True)
 
-    @pulumi.runtime.test  # type: ignore[misc]
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]
     def program() -> None:
         host(spec)
 

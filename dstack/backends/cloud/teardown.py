@@ -1,6 +1,6 @@
 """Destroying a job's stack so that nothing can interrupt it halfway.
 
-The destroy runs in a process of its own session (`python -m dstack.backends.teardown STACK`):
+The destroy runs in a process of its own session (`python -m dstack.backends.cloud.teardown STACK`):
 Ctrl-C at the terminal does not reach it, and it finishes even when the dstack process that
 started it is killed. Only once the stack is destroyed and removed is its row deleted; a
 failed teardown leaves the row marked ``leaked`` for `dstack gc`, with the engine's error.
@@ -13,7 +13,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from dstack.backends.ledger import Ledger
+from dstack.backends.cloud.ledger import Ledger
 from dstack.home import Home
 from dstack.state.db import State
 
@@ -25,7 +25,7 @@ def teardown(home: Home, state: State, name: str, notes: Callable[[str], None]) 
         return True
     notes(f"tearing down {name}")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dstack.backends.teardown", name],
+        [sys.executable, "-m", "dstack.backends.cloud.teardown", name],
         stdin=subprocess.DEVNULL,
         start_new_session=True,
         env={**os.environ, "DSTACK_HOME": str(home.root)},
@@ -45,8 +45,8 @@ def teardown(home: Home, state: State, name: str, notes: Callable[[str], None]) 
 def destroy_recorded(home: Home, state: State, name: str) -> int:
     """The child's work: destroy the stack and remove it, then forget it (and the run's key
     and host key once the run has no stack left)."""
-    from dstack.backends.access import forget_run_key, known_hosts
-    from dstack.backends.automation import destroy, select_stack
+    from dstack.backends.cloud.access import forget_run_key, known_hosts
+    from dstack.backends.cloud.automation import destroy, select_stack
     from dstack.errors import DstackError
 
     ledger = Ledger(state)

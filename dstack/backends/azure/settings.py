@@ -1,0 +1,11 @@
+"""`backends.azure` in config.yaml."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from dstack.backends.cloud.settings import CloudSettings
+
+
+class AzureSettings(CloudSettings):
+    cloud: ClassVar[str] = "azure"
