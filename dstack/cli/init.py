@@ -59,7 +59,7 @@ def init(
 def _reset_state() -> None:
     """The way back from a damaged state.db; a healthy one is left alone."""
     from dstack.home import open_home
-    from dstack.state.db import reset_state
+    from dstack.state.schema import reset_state
 
     home = open_home()
     aside = reset_state(home)

@@ -38,12 +38,27 @@ app.add_typer(secrets.app, name="secrets")
 app.add_typer(pool.app, name="pool")
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from dstack import __version__
+
+        sys.stdout.write(f"dstack {__version__}\n")
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(
     debug: bool = typer.Option(
         False,
         "--debug",
         help="Print debug logs to stderr, and the traceback of an error (also DSTACK_DEBUG=1)",
+    ),
+    show_version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print dstack's version and exit",
+        is_eager=True,
+        callback=_print_version,
     ),
 ) -> None:
     if debug:
@@ -70,7 +85,7 @@ def main() -> None:
         sys.stderr.write("Interrupted.\n")
         sys.exit(130)
     except Exception as e:  # the one place an error nobody expected ends: never swallowed
-        from dstack.state.db import damaged_state
+        from dstack.state.schema import damaged_state
 
         known = damaged_state(e)
         if known is not None:

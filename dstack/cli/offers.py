@@ -25,29 +25,22 @@ def offers(
         None, "--gpu", metavar="NAME[:COUNT]", help="Only offers with this GPU, e.g. A100:8"
     ),
     backend: str | None = typer.Option(
-        None, "--backend", help="local, ssh, aws, gcp or azure (a cloud not set up: its catalog)"
+        None, "--backend", help="Only this backend (a cloud not set up: its catalog)"
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table"),
 ) -> None:
-    from dstack.backends.catalog import CLOUDS, load_catalog
-    from dstack.backends.offers import allowed, catalog_offers, check_backend, fitting, own_offers
+    from dstack.backends.base import Context
+    from dstack.backends.registry import check_backend, open_all
     from dstack.cli.common import open_state
-    from dstack.config import cloud_limits
     from dstack.hostinfo import describe
-    from dstack.runner.placement import candidates
+    from dstack.runner.placement import list_offers
     from dstack.spec.jobspec import ResourcesSpec
 
     check_backend(backend)
     want = ResourcesSpec(gpu=_gpu(gpu) if gpu else None)
     home, state = open_state()
-    limits = cloud_limits(home)
-    clouds = [c for c in CLOUDS if c in limits or c == backend]
-    catalog = load_catalog()
-    found = []
-    if backend in (None, "local", "ssh"):
-        found = own_offers(candidates(home, state, {"backend": backend}, with_gpus=True))
-    found += catalog_offers(catalog, [c for c in clouds if backend in (None, c)])
-    shown = allowed(fitting(want, found), limits, interruptible=None)
+    listing = list_offers(open_all(Context(home, state)), want, backend)
+    shown = listing.offers
     if as_json:
         print_json(
             [
@@ -82,16 +75,7 @@ def offers(
             ],
             shrink=("RESOURCES", "INSTANCE"),
         )
-    notes = [f"Prices: the catalog of {catalog.snapshot} (spot prices move hourly)."]
-    notes += [
-        f"{c} is not set up (backends.{c} in DSTACK_HOME/config.yaml): its offers are listed, "
-        "never used."
-        for c in clouds
-        if c not in limits
-    ]
-    if not limits and backend is None:
-        notes.append("No cloud is set up; `dstack offers --backend aws` lists AWS's catalog.")
-    sys.stderr.write("\n".join(notes) + "\n")
+    sys.stderr.write("\n".join(listing.notes) + "\n")
 
 
 def _gpu(text: str) -> GPUSpec:

@@ -25,9 +25,9 @@ def add(
     slots: int = typer.Option(1, "--slots", min=1, help="Jobs it may run at once"),
     repin: bool = typer.Option(False, "--repin", help="Accept a new host key and probe again"),
 ) -> None:
+    from dstack.backends.ssh.pool import Pool, add_host
     from dstack.errors import SpecError
     from dstack.hostinfo import describe
-    from dstack.pool import Pool, add_host
     from dstack.spec.names import name_problem, shown
     from dstack.ssh.connect import HostAddress
 
@@ -49,8 +49,8 @@ def add(
     "list", help="List the servers, their resources, and whether each is free, busy or unreachable."
 )
 def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON")) -> None:
+    from dstack.backends.ssh.pool import Pool, sync_config_hosts
     from dstack.hostinfo import describe
-    from dstack.pool import Pool, sync_config_hosts
     from dstack.runner.recover import recover
     from dstack.ssh.status import reachability
 
@@ -90,7 +90,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON")) -> N
 
 @app.command(help="Remove a server from the pool (refused while it runs a job).")
 def remove(name: str = typer.Argument(..., metavar="NAME")) -> None:
-    from dstack.pool import Pool
+    from dstack.backends.ssh.pool import Pool
     from dstack.ssh.connect import forget_host_key
 
     home, state = open_state()

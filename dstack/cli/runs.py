@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
 from dstack.cli.runargs import WorkflowCommand, workflow_tokens
 
 if TYPE_CHECKING:
-    from dstack.home import Home
-    from dstack.state.db import State
+    from dstack.service.review import CloudReview, Confirm
+    from dstack.service.session import Session
+    from dstack.service.submit import Submitted
 
 _RUN_HELP = """Run WORKFLOW (and the workflows it depends on) where it fits most cheaply: this
 machine, a pool server, or a cloud VM created for the job (shown and confirmed first; -y
@@ -49,23 +51,19 @@ def run(
     ),
     yes: bool = typer.Option(False, "-y", "--yes", help="Create cloud hosts without asking"),
 ) -> None:
-    from dstack.backends.offers import check_backend
-    from dstack.cli.common import open_state
-    from dstack.runner.launch import prepare, record
+    from dstack.cli.common import open_session
+    from dstack.offer import Scope
+    from dstack.service.session import stderr_notes
+    from dstack.service.submit import RunRequest, submit
     from dstack.spec.files import find_repo_root
-    from dstack.storage.store import Store
 
     repo = find_repo_root(Path.cwd())
     tokens = workflow_tokens(ctx, repo)
-    home, state = open_state()
-    store = Store.open(home)
-    check_backend(backend, home)
-    placement = {"backend": backend, "host": host, "no_wait": no_wait}
-    sub = prepare(home, state, store, repo, workflow, tokens, tag, placement)
-    name = _create(
-        home, state, sub.jobs, placement, lambda: record(state, store, sub, tag, detach), yes
-    )
-    _start(name, detach, no_cache, [j[0] for j in sub.jobs])
+    session = open_session()
+    request = RunRequest(workflow, repo, tokens, tag, Scope(backend, host, no_wait), detach)
+    with _declined():
+        submitted = submit(session, request, _confirm(yes), stderr_notes)
+    _start(session, submitted, detach, no_cache)
 
 
 def rerun(
@@ -74,84 +72,68 @@ def rerun(
     no_cache: bool = typer.Option(False, "--no-cache", help="Re-run up-to-date upstream jobs"),
     yes: bool = typer.Option(False, "-y", "--yes", help="Create cloud hosts without asking"),
 ) -> None:
-    from dstack.cli.common import open_state
-    from dstack.sharing import publish_run
-    from dstack.storage.store import Store
+    from dstack.cli.common import open_session
+    from dstack.service.session import stderr_notes
+    from dstack.service.submit import resubmit
 
-    home, state = open_state()
-    store = Store.open(home)
-    old = state.run(run_name)
-    jobs = [(j.workflow, j.spec, j.upstream) for j in state.jobs(run_name)]
+    session = open_session()
+    with _declined():
+        submitted = resubmit(session, run_name, detach, _confirm(yes), stderr_notes)
+    sys.stderr.write(
+        f"Re-running {run_name} (snapshot {submitted.snapshot[:12]}) as {submitted.name}\n"
+    )
+    _start(session, submitted, detach, no_cache)
 
-    def create() -> str:
-        created = state.create_run(
-            old.workflow,
-            old.repo_dir,
-            old.args,
-            old.variables,
-            None,
-            old.snapshot,
-            jobs,
-            detach,
-            old.placement,
-            taken=store.has_run,
+
+def _confirm(yes: bool) -> Confirm:
+    """Show the cloud hosts a run would create, then ask (-y: do not ask)."""
+
+    def confirm(review: CloudReview) -> bool:
+        from dstack.cli.plan import print_report
+
+        title = f"Run {review.run} needs cloud hosts (preview by the Pulumi engine):"
+        print_report(title, review.hosts, sys.stderr)
+        return yes or _ask(review.run)
+
+    return confirm
+
+
+def _ask(run: str) -> bool:
+    from dstack.errors import SpecError
+
+    if not sys.stdin.isatty():
+        raise SpecError(
+            f"Run {run} would create the cloud hosts above, and there is no terminal to ask on.",
+            hint="add -y to create them without asking",
         )
-        publish_run(state, store, created)
-        return created
-
-    name = _create(home, state, jobs, old.placement, create, yes)
-    sys.stderr.write(f"Re-running {run_name} (snapshot {old.snapshot['digest'][:12]}) as {name}\n")
-    _start(name, detach, no_cache, [j[0] for j in jobs])
+    return bool(typer.confirm("Create them and run?", default=False, err=True))
 
 
-def _create(
-    home: Home,
-    state: State,
-    jobs: list[tuple[str, dict[str, Any], list[str]]],
-    placement: dict[str, Any],
-    create: Callable[[], str],
-    yes: bool,
-) -> str:
-    """Create the run; when some of its jobs need cloud hosts, check the Pulumi CLI first
-    and have the hosts reviewed (the run is withdrawn when the answer is no)."""
-    from dstack.config import cloud_limits
-    from dstack.spec.jobspec import JobSpec
-    from dstack.storage.store import Store
+@contextmanager
+def _declined() -> Iterator[None]:
+    """A "no" to the cloud hosts: the service withdrew the run; say so and exit 1."""
+    from dstack.service.review import Declined
 
-    if not cloud_limits(home):  # no cloud set up: nothing more to import or ask
-        return create()
-    from dstack.runner.clouds import cloud_jobs
-
-    clouds = cloud_jobs(home, state, [JobSpec.from_dict(j[1]) for j in jobs], placement)
-    if not clouds:
-        return create()
-    from dstack.backends.automation import require_cli
-    from dstack.cli.review import review
-
-    require_cli()  # before anything is recorded
-    name = create()
-    if not review(home, state, Store.open(home), name, clouds, yes):
-        raise typer.Exit(1)
-    return name
+    try:
+        yield
+    except Declined:
+        sys.stderr.write("Nothing was created.\n")
+        raise typer.Exit(1) from None
 
 
-def _start(name: str, detach: bool, no_cache: bool, jobs: list[str]) -> None:
-    from dstack.cli.common import open_state
+def _start(session: Session, submitted: Submitted, detach: bool, no_cache: bool) -> None:
+    from dstack.service.start import run_attached, start_detached
 
-    home, state = open_state()
+    name = submitted.name
     if detach:
-        from dstack.runner.launch import start_detached
-
-        start_detached(home, state, name, no_cache)
+        start_detached(session, name, no_cache)
         sys.stderr.write(
             f"Run {name} started in the background.\n"
             f"Follow it: dstack attach {name}   Stop it: dstack stop {name}\n"
         )
         return
-    from dstack.runner.supervisor import supervise
-
-    sys.stderr.write(f"Run {name}: {' -> '.join(jobs)}\n")
-    code = supervise(home, name, sys.stdout, sys.stderr, no_cache)
-    final = state.run(name)
+    sys.stderr.write(f"Run {name}: {' -> '.join(submitted.jobs)}\n")
+    code = run_attached(session, name, sys.stdout, sys.stderr, no_cache)
+    final = session.state.run(name)
     sys.stderr.write(f"Run {name} {final.status}" + (f" (exit code {code})" if code else "") + "\n")
     raise typer.Exit(code)

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import sys
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
-from dstack.cli.common import age, duration, open_state, print_json, table
+from dstack.cli.common import age, duration, open_session, print_json, table
 
-if TYPE_CHECKING:
-    from dstack.home import Home
-    from dstack.sharing import SharedRun
-    from dstack.state.db import State
-    from dstack.storage.store import Store
-
-log = logging.getLogger(__name__)
 JSON = typer.Option(False, "--json", help="Print JSON instead of a table")
 
 
@@ -41,29 +31,18 @@ def ps(
     all_runs: bool = typer.Option(False, "-a", "--all", help="Include all finished runs"),
     as_json: bool = JSON,
 ) -> None:
-    from dstack.backends.ledger import Ledger
-    from dstack.runner.recover import recover
-    from dstack.sharing import SharedRun
-    from dstack.storage.store import Store
+    from dstack.service.runs import list_runs, stacks_left_behind
     from dstack.tags import who
 
-    home, state = open_state()
-    store = Store.open(home)
-    recover(home, state, store)
-    me = who()
-    runs = [
-        SharedRun(
-            r.name, r.workflow, r.status, r.created_at, r.finished_at, r.exit_code, r.tag, me, {}
-        )
-        for r in state.runs(include_finished=all_runs)
-    ]
-    runs = _recent(runs + _teammates_runs(home, state, store), all_runs)
+    session = open_session()
+    runs = list_runs(session, all_runs)
     if as_json:
-        print_json([{k: v for k, v in r.to_dict().items() if k != "manifests"} for r in runs])
+        print_json([r.to_dict() for r in runs])
         return
     if not runs:
         sys.stderr.write("No runs yet. Start one with `dstack run WORKFLOW`.\n")
         return
+    me = who()
     table(
         ["RUN", "WORKFLOW", "STATUS", "SUBMITTED", "TOOK", "TAG"],
         [
@@ -79,33 +58,12 @@ def ps(
         ],
         shrink=("WORKFLOW", "TAG"),
     )
-    left = len(Ledger(state).left_behind())
+    left = stacks_left_behind(session)
     if left:
         sys.stderr.write(
             f"{left} cloud stack{'s' if left > 1 else ''} of ended runs may still cost money: "
             "see `dstack gc --dry-run`.\n"
         )
-
-
-def _teammates_runs(home: Home, state: State, store: Store) -> list[SharedRun]:
-    """The store's runs of other homes; an unreachable store costs one warning, not the list."""
-    from dstack.errors import StoreError
-    from dstack.sharing import shared_runs
-
-    try:
-        return shared_runs(home, state, store)
-    except StoreError as e:
-        log.warning("%s; showing this home's runs only.", e.message.rstrip("."))
-        return []
-
-
-def _recent(runs: list[SharedRun], all_runs: bool, recent: int = 10) -> list[SharedRun]:
-    """Newest first: every active run and the ``recent`` latest (all with ``all_runs``)."""
-    runs.sort(key=lambda r: r.created_at, reverse=True)
-    if all_runs:
-        return runs
-    latest = {r.name for r in runs[:recent]}
-    return [r for r in runs if not r.finished or r.name in latest]
 
 
 def logs(
@@ -114,56 +72,24 @@ def logs(
     timestamps: bool = typer.Option(False, "--timestamps", help="Show when each line was written"),
     workflow: str | None = typer.Option(None, "-w", "--workflow", help="Only this job's log"),
 ) -> None:
-    from dstack.runner.follow import follow
+    from dstack.service.start import write_logs
 
-    home, state = open_state()
-    _local_run(home, state, run_name)
     try:
-        follow(home, state, run_name, sys.stdout, follow_, timestamps, workflow)
+        write_logs(open_session(), run_name, sys.stdout, follow_, timestamps, workflow)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
-
-
-def _local_run(home: Home, state: State, run_name: str) -> None:
-    """Logs live with the home that ran the job: a teammate's run gets a clear refusal."""
-    from dstack.errors import NotFoundError
-
-    if state.has_run(run_name):
-        return
-    from dstack.sharing import find_run
-    from dstack.storage.store import Store
-
-    shared = find_run(state, Store.open(home), run_name)
-    raise NotFoundError(
-        f"Run {run_name} is {shared.owner}'s: its logs are on their machine.",
-        hint=f"its artifacts are here: dstack artifacts list {run_name}",
-    )
 
 
 def attach(run_name: str = typer.Argument(..., metavar="RUN")) -> None:
-    from dstack.runner.follow import follow
-    from dstack.runner.ports import open_for_job
-    from dstack.ssh.forward import Forwards
+    from dstack.service.start import attach as follow_run
 
-    home, state = open_state()
-    _local_run(home, state, run_name)
-    forwards = Forwards()
+    session = open_session()
     try:
-        code = follow(
-            home,
-            state,
-            run_name,
-            sys.stdout,
-            keep_following=True,
-            on_running=lambda job: open_for_job(home, state, job, forwards, sys.stderr),
-        )
+        code = follow_run(session, run_name, sys.stdout, sys.stderr)
     except KeyboardInterrupt:
         sys.stderr.write(f"\nDetached; {run_name} goes on. Stop it with: dstack stop {run_name}\n")
         raise typer.Exit(130) from None
-    finally:
-        forwards.close()
-    final = state.run(run_name)
-    sys.stderr.write(f"Run {run_name} {final.status}\n")
+    sys.stderr.write(f"Run {run_name} {session.state.run(run_name).status}\n")
     raise typer.Exit(code or 0)
 
 
@@ -171,33 +97,13 @@ def stop(
     run_name: str = typer.Argument(..., metavar="RUN"),
     abort: bool = typer.Option(False, "-x", "--abort", help="Kill at once, no grace period"),
 ) -> None:
-    from dstack.execution import procs
-    from dstack.execution.factory import executor_of_job
-    from dstack.runner.recover import recover
-    from dstack.storage.store import Store
+    from dstack.service.control import stop as stop_run
 
-    home, state = open_state()
-    run = state.run(run_name)
-    if run.finished:
-        sys.stderr.write(f"Run {run_name} is already {run.status}.\n")
-        return
-    state.update_run(run_name, stop_request="abort" if abort else "stop")
-    deadline = time.monotonic() + 30
-    while procs.alive(run.supervisor_pid, run.supervisor_start) and time.monotonic() < deadline:
-        time.sleep(0.1)
-        if state.run(run_name).finished:
-            break
-    if not state.run(run_name).finished:  # no supervisor left: stop the jobs ourselves
-        store = Store.open(home)
-        for job in state.jobs(run_name):
-            if job.status == "running" and job.pid and job.job_dir:
-                executor = executor_of_job(home, store, state, job.record)
-                try:
-                    executor.adopt(job.job_dir, job.pid, job.pid_start).stop(abort=abort)
-                finally:
-                    executor.close()
-        recover(home, state)
-    sys.stderr.write(f"Run {run_name} {state.run(run_name).status}.\n")
+    stopped = stop_run(open_session(), run_name, abort)
+    if stopped.already:
+        sys.stderr.write(f"Run {run_name} is already {stopped.run.status}.\n")
+    else:
+        sys.stderr.write(f"Run {run_name} {stopped.run.status}.\n")
 
 
 def rm(
@@ -206,81 +112,17 @@ def rm(
         False, "--force", help="Remove even a tagged run's record (tagged artifacts stay reachable)"
     ),
 ) -> None:
-    import shutil
+    from dstack.service.control import remove
 
-    from dstack.errors import RunStateError
-    from dstack.runner.recover import recover
-    from dstack.sharing import open_tags
-    from dstack.storage.store import Store
-
-    home, state = open_state()
-    recover(home, state)
-    run = state.run(run_name)
-    if not run.finished:
-        raise RunStateError(
-            f"Run {run_name} is {run.status}.", hint=f"stop it first: dstack stop {run_name}"
-        )
-    store = Store.open(home)
-    book = open_tags(state, store)
-    tagged = book.of_run(run_name)
-    if tagged and not force:
-        raise RunStateError(
-            f"Run {run_name} is tagged as {', '.join(repr(t) for t in tagged)}.",
-            hint="delete the tag first (dstack tags delete TAG), or pass --force to "
-            "remove the run record and keep the tagged artifacts",
-        )
-    referenced = book.referenced_manifests() | state.manifests_used_outside(run_name)
-    for job in state.jobs(run_name):
-        if job.manifest and job.manifest not in referenced and not job.reused_from:
-            store.delete_manifest(job.manifest)
-    if not tagged:
-        store.delete_run(run_name)
-    state.delete_run(run_name)
-    shutil.rmtree(home.runs_dir / run_name, ignore_errors=True)
-    sys.stderr.write(
-        f"Removed run {run_name}" + (" (tagged artifacts kept)" if tagged else "") + ".\n"
-    )
+    removed = remove(open_session(), run_name, force)
+    kept = " (tagged artifacts kept)" if removed.kept_tagged else ""
+    sys.stderr.write(f"Removed run {run_name}{kept}.\n")
 
 
 def inspect(run_name: str = typer.Argument(..., metavar="RUN"), as_json: bool = JSON) -> None:
-    from dstack.runner.recover import recover
+    from dstack.service.runs import record_of
 
-    home, state = open_state()
-    recover(home, state)
-    run = state.run(run_name)
-    jobs = state.jobs(run_name)
-    data = {
-        "run": run.name,
-        "workflow": run.workflow,
-        "status": run.status,
-        "exit_code": run.exit_code,
-        "created_at": run.created_at,
-        "finished_at": run.finished_at,
-        "repo": run.repo_dir,
-        "code": {
-            k: run.snapshot.get(k) for k in ("commit", "branch", "dirty_hash", "digest", "files")
-        },
-        "args": run.args,
-        "variables": run.variables,
-        "tag": run.tag,
-        "jobs": [
-            {
-                "workflow": j.workflow,
-                "status": j.status,
-                "exit_code": j.exit_code,
-                "error": j.error,
-                "reused_from": j.reused_from,
-                "upstream": j.upstream,
-                "provider": j.spec.get("provider"),
-                "backend": j.record.get("backend"),
-                "host": j.record.get("host"),
-                "inputs": j.record.get("inputs", []),
-                "artifacts": j.manifest,
-                "spec": j.spec,
-            }
-            for j in jobs
-        ],
-    }
+    data = record_of(open_session(), run_name).to_dict()
     if as_json:
         print_json(data)
         return

@@ -1,0 +1,227 @@
+"""Reading runs: the listing `ps` shows, one run, its jobs and its reproducibility record."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from dstack.state.records import FINAL
+
+if TYPE_CHECKING:
+    from dstack.service.session import Session
+    from dstack.sharing import SharedRun
+    from dstack.state.records import JobRecord, RunRecord
+
+log = logging.getLogger(__name__)
+RECENT = 10  # finished runs `ps` shows without -a
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run as any home sees it: this home's, or a teammate's from a shared store."""
+
+    name: str
+    workflow: str
+    status: str
+    created_at: float
+    finished_at: float | None
+    exit_code: int | None
+    tag: str | None
+    owner: str
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINAL
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)  # flat: asdict's deep copy costs `ps -a` with 10,000 runs
+
+    @classmethod
+    def of(cls, run: RunRecord | SharedRun, owner: str) -> RunInfo:
+        return cls(
+            run.name,
+            run.workflow,
+            run.status,
+            run.created_at,
+            run.finished_at,
+            run.exit_code,
+            run.tag,
+            owner,
+        )
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """One job of a run: where it ran and how it ended (``reused_from``: an earlier run's
+    up-to-date job stood in for it)."""
+
+    workflow: str
+    status: str
+    exit_code: int | None
+    error: str | None
+    backend: str | None
+    host: str | None
+    started_at: float | None
+    finished_at: float | None
+    reused_from: str | None
+    upstream: list[str]
+
+    @classmethod
+    def of(cls, job: JobRecord) -> JobInfo:
+        return cls(
+            job.workflow,
+            job.status,
+            job.exit_code,
+            job.error,
+            job.record.get("backend"),
+            job.record.get("host"),
+            job.started_at,
+            job.finished_at,
+            job.reused_from,
+            list(job.upstream),
+        )
+
+
+def list_runs(session: Session, all_runs: bool) -> list[RunInfo]:
+    """Newest first: every active run and the latest finished ones (all with ``all_runs``),
+    this home's and, with a shared store, the teammates' too."""
+    from dstack.runner.recover import recover
+    from dstack.tags import who
+
+    recover(session.home, session.state, session.store)  # one store for the teammates' runs too
+    me = who()
+    runs = [RunInfo.of(r, me) for r in session.state.runs(include_finished=all_runs)]
+    runs += _teammates_runs(session)
+    runs.sort(key=lambda r: r.created_at, reverse=True)
+    if all_runs:
+        return runs
+    latest = {r.name for r in runs[:RECENT]}
+    return [r for r in runs if not r.finished or r.name in latest]
+
+
+def _teammates_runs(session: Session) -> list[RunInfo]:
+    """The store's runs of other homes; an unreachable store costs one warning, not the list."""
+    from dstack.errors import StoreError
+    from dstack.sharing import shared_runs
+
+    try:
+        found = shared_runs(session.home, session.state, session.store)
+    except StoreError as e:
+        log.warning("%s; showing this home's runs only.", e.message.rstrip("."))
+        return []
+    return [RunInfo.of(r, r.owner) for r in found]
+
+
+def get_run(session: Session, name: str) -> RunInfo:
+    """One run of this home, or of a teammate's from the store."""
+    from dstack.sharing import find_run
+
+    session.recover()
+    run = find_run(session.state, session.store, name)
+    return RunInfo.of(run, run.owner)
+
+
+def jobs(session: Session, name: str) -> list[JobInfo]:
+    """The jobs of one of this home's runs, in the order they were planned."""
+    session.recover()
+    session.state.run(name)  # a clear error for a name that is not a run
+    return [JobInfo.of(j) for j in session.state.jobs(name)]
+
+
+def require_local(session: Session, name: str) -> None:
+    """Logs live with the home that ran the job: a teammate's run gets a clear refusal."""
+    from dstack.errors import NotFoundError
+
+    if session.state.has_run(name):
+        return
+    from dstack.sharing import find_run
+
+    shared = find_run(session.state, session.store, name)
+    raise NotFoundError(
+        f"Run {name} is {shared.owner}'s: its logs are on their machine.",
+        hint=f"its artifacts are here: dstack artifacts list {name}",
+    )
+
+
+def stacks_left_behind(session: Session) -> int:
+    """How many hosts the backends made for ended runs may still cost money (for `ps`)."""
+    from dstack.backends.base import Context
+    from dstack.backends.registry import leftovers
+
+    return len(leftovers(Context(session.home, session.state)))
+
+
+@dataclass(frozen=True)
+class JobRecordView:
+    """What reproduces one job: its resolved spec, inputs, provider and host."""
+
+    workflow: str
+    status: str
+    exit_code: int | None
+    error: str | None
+    reused_from: str | None
+    upstream: list[str]
+    provider: str | None
+    backend: str | None
+    host: str | None
+    inputs: list[Any]
+    artifacts: str | None
+    spec: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunRecordView:
+    """What reproduces a run: its code snapshot, arguments, variables and jobs."""
+
+    run: str
+    workflow: str
+    status: str
+    exit_code: int | None
+    created_at: float
+    finished_at: float | None
+    repo: str
+    code: dict[str, Any]
+    args: list[str]
+    variables: dict[str, Any]
+    tag: str | None
+    jobs: list[JobRecordView]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def record_of(session: Session, name: str) -> RunRecordView:
+    """The reproducibility record of one of this home's runs (`dstack inspect`)."""
+    session.recover()
+    run = session.state.run(name)
+    return RunRecordView(
+        run.name,
+        run.workflow,
+        run.status,
+        run.exit_code,
+        run.created_at,
+        run.finished_at,
+        run.repo_dir,
+        {k: run.snapshot.get(k) for k in ("commit", "branch", "dirty_hash", "digest", "files")},
+        run.args,
+        run.variables,
+        run.tag,
+        [
+            JobRecordView(
+                j.workflow,
+                j.status,
+                j.exit_code,
+                j.error,
+                j.reused_from,
+                j.upstream,
+                j.spec.get("provider"),
+                j.record.get("backend"),
+                j.record.get("host"),
+                j.record.get("inputs", []),
+                j.manifest,
+                j.spec,
+            )
+            for j in session.state.jobs(name)
+        ],
+    )
