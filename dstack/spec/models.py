@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 
-# dstack uses no pydantic plugins, and looking for them scans every installed package (~0.1 s
-# per command). Skip the scan while these models are built; restored at the end of the module.
-_PLUGINS_SETTING = os.environ.get("PYDANTIC_DISABLE_PLUGINS")
-os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
-
-from pydantic import (  # noqa: E402
+from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
@@ -22,9 +16,9 @@ from pydantic import (  # noqa: E402
     model_validator,
 )
 
-from dstack.spec.jobspec import JobSpec  # noqa: E402
-from dstack.spec.names import NAME_MAX, name_problem, shown  # noqa: E402
-from dstack.spec.sizes import parse_size  # noqa: E402
+from dstack.spec.jobspec import JobSpec
+from dstack.spec.names import NAME_MAX, name_problem, shown
+from dstack.spec.sizes import parse_size
 
 Size = Annotated[int, BeforeValidator(parse_size)]
 
@@ -257,9 +251,3 @@ ALIASES: dict[str, str] = {
     "depends_on": "depends-on",
 }
 RESOURCE_ALIASES: dict[str, str] = {"spot": "interruptible"}
-
-
-if _PLUGINS_SETTING is None:
-    del os.environ["PYDANTIC_DISABLE_PLUGINS"]
-else:
-    os.environ["PYDANTIC_DISABLE_PLUGINS"] = _PLUGINS_SETTING

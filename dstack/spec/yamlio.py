@@ -73,7 +73,7 @@ class _Loader(yaml.SafeLoader):
                 hint="quote it to keep it as text",
             ) from None
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LineDict:  # type: ignore[override]
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LineDict:
         _expect(node, yaml.MappingNode, "a mapping", self.source)
         self.flatten_mapping(node)
         result = LineDict()
@@ -97,7 +97,7 @@ class _Loader(yaml.SafeLoader):
             result.key_lines[key] = line
         return result
 
-    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> LineList:  # type: ignore[override]
+    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> LineList:
         _expect(node, yaml.SequenceNode, "a list", self.source)
         result = LineList(self.construct_object(child, deep=True) for child in node.value)
         result.file, result.line = self.source, node.start_mark.line + 1
@@ -171,7 +171,7 @@ def load_yaml(path: Path, display: str | None = None) -> Any:
     loader = _Loader(text)
     loader.source = name
     try:
-        return loader.get_single_data()  # type: ignore[no-untyped-call]
+        return loader.get_single_data()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else 0
@@ -183,7 +183,7 @@ def load_yaml(path: Path, display: str | None = None) -> Any:
     except yaml.YAMLError as e:
         raise SpecError(f"{name}: invalid YAML: {e}") from e
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        loader.dispose()
 
 
 def _read_text(path: Path, name: str) -> str:
