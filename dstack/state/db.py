@@ -8,14 +8,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dstack.errors import NotFoundError, RunStateError
 from dstack.home import Home
-from dstack.offer import Scope
 from dstack.state.names import new_run_name
 from dstack.state.records import IN_ACTIVE, JobRecord, NewJob, RunRecord
 from dstack.state.schema import connect, transaction
+
+if TYPE_CHECKING:
+    from dstack.offer import Scope
 
 # Re-exported for the CLI, which imports them from here until it imports them from `schema`.
 
@@ -81,7 +83,7 @@ class State:
                             tag,
                             int(detached),
                             json.dumps(dict(snapshot)),
-                            json.dumps((placement or Scope()).to_dict()),
+                            json.dumps(placement.to_dict() if placement else {}),
                         ),
                     )
                     c.executemany(

@@ -8,10 +8,11 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from dstack.offer import Offer, Scope
-from dstack.spec.jobspec import JobSpec
+if TYPE_CHECKING:  # imported where first used: `dstack --help` opens no state
+    from dstack.offer import Offer, Scope
+    from dstack.spec.jobspec import JobSpec
 
 FINAL = ("done", "failed", "stopped")
 ACTIVE = ("submitted", "waiting", "running")
@@ -71,6 +72,8 @@ class RunRecord(Record):
 
     @classmethod
     def typed(cls, values: dict[str, Any]) -> dict[str, Any]:
+        from dstack.offer import Scope
+
         return values | {"placement": Scope.from_dict(values["placement"])}
 
     @property
@@ -103,11 +106,15 @@ class JobRecord(Record):
 
     @classmethod
     def typed(cls, values: dict[str, Any]) -> dict[str, Any]:
+        from dstack.offer import Offer
+
         return values | {"placement": tuple(Offer.from_dict(o) for o in values["placement"])}
 
     @cached_property
     def job_spec(self) -> JobSpec:
         """The stored workflow as a `JobSpec` (built on first use, then kept)."""
+        from dstack.spec.jobspec import JobSpec
+
         return JobSpec.from_dict(self.spec)
 
     @property
