@@ -73,16 +73,30 @@ def test_a_job_runs_end_to_end_through_a_backend_registered_in_the_test(
 ) -> None:
     project.workflows("""
         workflows:
+          - name: prepare
+            commands: [echo preparing]
           - name: hello
+            depends-on: [prepare]
             commands: [echo hi from the box, mkdir -p out, printf 7 > out/n.txt]
             artifacts: [out]
     """)
     run = dstack.run("hello", repo=project.root, backend="sandbox")
     assert (run.status, run.exit_code) == ("done", 0)
-    [job] = run.jobs()
-    assert (job.backend, job.host) == ("sandbox", "box-1"), "the job says where it ran"
-    assert CALLS == ["offers", "acquire hello on box-1", "release hello safe=True", "finish"]
-    assert run.logs() == "hi from the box\n"  # the view reaches the host through the backend
+    assert [(j.workflow, j.backend, j.host) for j in run.jobs()] == [
+        ("prepare", "sandbox", "box-1"),
+        ("hello", "sandbox", "box-1"),
+    ], "each job says where it ran"
+    # Placement is decided once for the whole run, at submission; starting a job only takes
+    # the host it was given, and each host is let go once its job's files are saved.
+    assert CALLS == [
+        "offers",
+        "acquire prepare on box-1",
+        "release prepare safe=True",
+        "acquire hello on box-1",
+        "release hello safe=True",
+        "finish",
+    ]
+    assert run.logs(job="hello") == "hi from the box\n"  # views reach the host again
     folder = run.download(tmp_path / "dl")
     assert (folder / "out" / "n.txt").read_text() == "7"
 
