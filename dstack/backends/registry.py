@@ -90,14 +90,12 @@ def check_backend(backend: str | None, ctx: Context | None = None) -> None:
 
 def executor_of_job(ctx: Context, job: JobRecord, patient: bool = True) -> Executor:
     """The executor of the host the job was placed on, from its record."""
-    backend = str(job.record.get("backend") or HERE)
-    return open_backend(backend, ctx).executor(str(job.record.get("host") or HERE), patient)
+    return open_backend(job.backend or HERE, ctx).executor(job.host or HERE, patient)
 
 
 def address_of_job(ctx: Context, job: JobRecord) -> tuple[HostAddress, Path] | None:
     """How to reach the job's host over SSH; None when it ran on this machine."""
-    backend = str(job.record.get("backend") or HERE)
-    return open_backend(backend, ctx).address(str(job.record.get("host") or HERE))
+    return open_backend(job.backend or HERE, ctx).address(job.host or HERE)
 
 
 def leftovers(ctx: Context) -> list[Leftover]:

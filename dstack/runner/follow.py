@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TextIO
 
 from dstack.execution.base import LOG
+from dstack.execution.local import log_bytes
 from dstack.home import Home
 from dstack.runner.logs import LogReader, format_line
 from dstack.runner.recover import recover
@@ -47,7 +47,7 @@ def follow(
                 on_running(job)
             reader = readers.setdefault(job.workflow, LogReader())
             lines = list(
-                reader.feed(_read(home.job_dir(run_name, job.workflow) / LOG, reader.offset))
+                reader.feed(log_bytes(home.job_dir(run_name, job.workflow) / LOG, reader.offset))
             )
             if job.finished:
                 lines += reader.close()
@@ -61,12 +61,3 @@ def follow(
         if run.finished or not keep_following:
             return run.exit_code
         time.sleep(0.2)
-
-
-def _read(path: Path, offset: int) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            return handle.read()
-    except FileNotFoundError:
-        return b""

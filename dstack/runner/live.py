@@ -7,6 +7,7 @@ import logging
 
 from dstack.errors import DstackError, describe
 from dstack.execution.base import Executor
+from dstack.execution.local import log_bytes
 from dstack.home import Home
 from dstack.runner.finish import mirror_log
 from dstack.spec.jobspec import JobSpec
@@ -20,13 +21,7 @@ log = logging.getLogger(__name__)
 
 def new_log_bytes(home: Home, executor: Executor, job: JobRecord, offset: int) -> bytes:
     """Log bytes from ``offset`` on, always from the local file."""
-    local = mirror_log(home, executor, job)
-    try:
-        with open(local, "rb") as handle:
-            handle.seek(offset)
-            return handle.read()
-    except FileNotFoundError:
-        return b""
+    return log_bytes(mirror_log(home, executor, job), offset)
 
 
 def save_mounts(

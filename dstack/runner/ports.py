@@ -52,7 +52,7 @@ def open_for_job(
     home: Home, state: State, job: JobRecord, forwards: Forwards, notes: TextIO
 ) -> None:
     """Re-open a running job's tunnels for a new `attach`, and say where its ports are."""
-    ports = job.record.get("ports") or []
+    ports = job.ports
     if not ports:
         return
     ports = forward_ports(home, state, forwards, job, ports)

@@ -73,7 +73,7 @@ def _recover_run(home: Home, state: State, store: Store, run: RunRecord) -> None
                     still_running = True
                     continue
                 log.info("%s: ended with code %d", job.workflow, result.code)
-                backend = open_backend(str(job.record.get("backend") or HERE), ctx)
+                backend = open_backend(job.backend or HERE, ctx)
                 stopped = bool(run.stop_request)
                 done = finish_job(
                     home, state, store, backend, executor, job, result, stopped, cache

@@ -140,7 +140,7 @@ class Supervisor:
                 log = self.home.job_dir(self.run_name, job.workflow) / LOG
                 offset = log.stat().st_size if log.exists() else 0
                 handle = ex.adopt(job.job_dir, job.pid, job.pid_start)
-                backend = self.backends[str(job.record.get("backend") or HERE)]
+                backend = self.backends[job.backend or HERE]
                 self.running[job.workflow] = Running(
                     job, job.job_spec, handle, ex, backend, LogReader(offset)
                 )

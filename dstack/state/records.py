@@ -110,6 +110,23 @@ class JobRecord(Record):
 
         return values | {"placement": tuple(Offer.from_dict(o) for o in values["placement"])}
 
+    @property
+    def backend(self) -> str | None:
+        """The backend the job was started on (None: not started, or recorded before backends)."""
+        value = self.record.get("backend")
+        return str(value) if value else None
+
+    @property
+    def host(self) -> str | None:
+        """The host it was started on, as its backend names it."""
+        value = self.record.get("host")
+        return str(value) if value else None
+
+    @property
+    def ports(self) -> list[int]:
+        """The host's ports given to the job ($PORT_0...)."""
+        return [int(p) for p in self.record.get("ports") or []]
+
     @cached_property
     def job_spec(self) -> JobSpec:
         """The stored workflow as a `JobSpec` (built on first use, then kept)."""
