@@ -434,6 +434,32 @@ def test_cli_without_a_bucket_imports_no_cloud_sdk(project: Project) -> None:
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.parametrize(
+    ("url", "sdk", "extra"),
+    [
+        ("s3://team-bucket/x", "botocore", "s3"),
+        ("gs://team-bucket/x", "google.cloud.storage", "gcs"),
+        ("az://team-bucket/x", "azure.storage.blob", "azblob"),
+    ],
+)
+def test_a_store_without_its_sdk_names_the_extra_to_install(
+    project: Project, url: str, sdk: str, extra: str
+) -> None:
+    """The bucket stores' SDKs are extras of their own (no Pulumi): without one, `init` says
+    which to install, in one paragraph, and saves nothing."""
+    code = (
+        f"import sys, runpy; sys.modules[{sdk!r}] = None\n"  # as if the SDK were not installed
+        f"sys.argv = ['dstack', 'init', '--store', {url!r}]\n"
+        "runpy.run_module('dstack', run_name='__main__')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=project.env(), capture_output=True, text=True
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"pip install 'dstack[{extra}]'" in done.stderr and "Traceback" not in done.stderr
+    assert not (project.home / "config.yaml").exists()
+
+
 @pytest.mark.parametrize("cloud", ["gs", "az"])
 def test_gcs_and_azure_stores_share_tagged_files_between_homes(
     request: pytest.FixtureRequest,

@@ -35,6 +35,16 @@ def read_rc(job_dir: Path) -> int | None:
         return None
 
 
+def log_bytes(path: Path, offset: int) -> bytes:
+    """A log file's bytes from ``offset`` on; none while it does not exist yet."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            return handle.read()
+    except FileNotFoundError:
+        return b""
+
+
 class LocalJob(JobHandle):
     def __init__(
         self,
@@ -70,12 +80,7 @@ class LocalJob(JobHandle):
         return JobExit(128 + signum if signum else 255, reason)
 
     def read_log(self, offset: int) -> bytes:
-        try:
-            with open(self.job_dir / LOG, "rb") as handle:
-                handle.seek(offset)
-                return handle.read()
-        except FileNotFoundError:
-            return b""
+        return log_bytes(self.job_dir / LOG, offset)
 
     def stop(self, abort: bool, grace: float = 10.0) -> None:
         if not abort:

@@ -33,6 +33,14 @@ class Provider(ABC):
     def check(self, wf: JobSpec, repo: Path, file: str) -> None:
         """Refuse before anything starts: missing files or fields."""
 
+    def require(self, value: object, field: str, wf: JobSpec, file: str, hint: str) -> None:
+        """Refuse a workflow without the ``field`` this provider cannot run without."""
+        if not value:
+            raise SpecError(
+                f"{file}: workflow '{wf.name}' (provider {self.name}) has no '{field}'.",
+                hint=hint,
+            )
+
     def check_host(self, wf: JobSpec, which: Callable[[str], bool]) -> None:
         """Refuse when the chosen host lacks what the job needs (an interpreter, a tool)."""
 

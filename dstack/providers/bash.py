@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dstack.errors import SpecError
 from dstack.providers.base import HostContext, Provider, bash_lines
 from dstack.spec.jobspec import JobSpec
 
@@ -13,11 +12,7 @@ class BashProvider(Provider):
     name = "bash"
 
     def check(self, wf: JobSpec, repo: Path, file: str) -> None:
-        if not wf.commands:
-            raise SpecError(
-                f"{file}: workflow '{wf.name}' (provider bash) has no 'commands'.",
-                hint="add commands:\n  - echo hello",
-            )
+        self.require(wf.commands, "commands", wf, file, hint="add commands:\n  - echo hello")
 
     def script(self, wf: JobSpec, host: HostContext) -> str:
         return bash_lines(["set -e", *wf.setup, *wf.commands])

@@ -7,7 +7,7 @@ import shlex
 from collections.abc import Callable
 from pathlib import Path
 
-from dstack.errors import ProviderError, SpecError
+from dstack.errors import ProviderError
 from dstack.providers.base import HostContext, Provider, bash_lines, quote_all, require_file
 from dstack.scripts import command
 from dstack.spec.jobspec import JobSpec
@@ -57,11 +57,8 @@ class PythonProvider(PythonEnvProvider):
     name = "python"
 
     def check(self, wf: JobSpec, repo: Path, file: str) -> None:
-        if not wf.script:
-            raise SpecError(
-                f"{file}: workflow '{wf.name}' (provider python) has no 'script'.",
-                hint="add script: train.py (aliases: file, python_script)",
-            )
+        hint = "add script: train.py (aliases: file, python_script)"
+        self.require(wf.script, "script", wf, file, hint)
         require_file(repo, wf.script, "script", wf, file)
         super().check(wf, repo, file)
 

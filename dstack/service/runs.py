@@ -6,49 +6,14 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from dstack.state.records import FINAL
+from dstack.sharing import RunInfo as RunInfo  # re-exported: dstack.RunInfo lives by its records
 
 if TYPE_CHECKING:
     from dstack.service.session import Session
-    from dstack.sharing import SharedRun
-    from dstack.state.records import JobRecord, RunRecord
+    from dstack.state.records import JobRecord
 
 log = logging.getLogger(__name__)
 RECENT = 10  # finished runs `ps` shows without -a
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """A run as any home sees it: this home's, or a teammate's from a shared store."""
-
-    name: str
-    workflow: str
-    status: str
-    created_at: float
-    finished_at: float | None
-    exit_code: int | None
-    tag: str | None
-    owner: str
-
-    @property
-    def finished(self) -> bool:
-        return self.status in FINAL
-
-    def to_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)  # flat: asdict's deep copy costs `ps -a` with 10,000 runs
-
-    @classmethod
-    def of(cls, run: RunRecord | SharedRun, owner: str) -> RunInfo:
-        return cls(
-            run.name,
-            run.workflow,
-            run.status,
-            run.created_at,
-            run.finished_at,
-            run.exit_code,
-            run.tag,
-            owner,
-        )
 
 
 @dataclass(frozen=True)

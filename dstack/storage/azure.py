@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
 from typing import Any
 
 from dstack.errors import StoreError
-from dstack.storage.objects import BucketObjectStore, Progress, Span, VerifiedReader, open_span
+from dstack.storage.bucket import BucketObjectStore
+from dstack.storage.objects import Upload
 
-INSTALL_HINT = "install the Azure extra: pip install 'dstack[azure]'"
+INSTALL_HINT = "install the Azure Blob extra: pip install 'dstack[azblob]'"
 
 
 class AzureObjectStore(BucketObjectStore):
@@ -62,80 +62,51 @@ class AzureObjectStore(BucketObjectStore):
         except (ValueError, zx.AzureError) as e:
             raise StoreError(f"Cannot {action} {where}: {e}.") from None
 
-    def put_file(
-        self,
-        key: str,
-        src: Path,
-        progress: Progress | None = None,
-        span: Span | None = None,
-        sha256: str | None = None,
-    ) -> None:
+    def _upload(self, name: str, upload: Upload) -> None:
+        from azure.core.exceptions import ResourceExistsError
+
         done = 0
 
         def hook(current: int, total: int | None) -> None:
             nonlocal done
-            if progress and current > done:
-                progress(current - done)
+            if upload.progress and current > done:
+                upload.progress(current - done)
                 done = current
 
-        from azure.core.exceptions import ResourceExistsError
+        # A blob (sha256) is read in order and verified before it is committed (one put, or
+        # the block list at the end); one already there is never replaced.
+        blob = upload.sha256 is not None
+        with upload.verified() as data, suppress(*((ResourceExistsError,) if blob else ())):
+            self.container.upload_blob(
+                name,
+                data,
+                length=upload.size,
+                overwrite=not blob,
+                max_concurrency=1 if blob else 8,
+                progress_hook=hook,
+            )
 
-        size = span[1] if span else src.stat().st_size
-        with self._errors("upload to", key), open_span(src, span) as data:
-            if sha256 is None:
-                self.container.upload_blob(
-                    self._key(key),
-                    data,
-                    length=size,
-                    overwrite=True,
-                    max_concurrency=8,
-                    progress_hook=hook,
-                )
-                return
-            # A blob is read in order and verified before it is committed (one put, or the
-            # block list at the end); one already there is never replaced.
-            with suppress(ResourceExistsError):
-                self.container.upload_blob(
-                    self._key(key),
-                    VerifiedReader(data, size, sha256, str(src)),
-                    length=size,
-                    overwrite=False,
-                    max_concurrency=1,
-                    progress_hook=hook,
-                )
+    def _put_bytes(self, name: str, data: bytes) -> None:
+        self.container.upload_blob(name, data, overwrite=True)
 
-    def put_bytes(self, key: str, data: bytes) -> None:
-        with self._errors("write", key):
-            self.container.upload_blob(self._key(key), data, overwrite=True)
+    def _read(self, name: str) -> Iterator[bytes]:
+        yield from self.container.download_blob(name).chunks()
 
-    def open_read(self, key: str) -> Iterator[bytes]:
-        with self._errors("read", key):
-            yield from self.container.download_blob(self._key(key)).chunks()
+    def _get_bytes(self, name: str) -> bytes:
+        data: bytes = self.container.download_blob(name).readall()
+        return data
 
-    def get_bytes(self, key: str) -> bytes:
-        with self._errors("read", key):
-            data: bytes = self.container.download_blob(self._key(key)).readall()
-            return data
+    def _exists(self, name: str) -> bool:
+        return bool(self.container.get_blob_client(name).exists())
 
-    def exists(self, key: str) -> bool:
-        with self._errors("look up", key):
-            return bool(self.container.get_blob_client(self._key(key)).exists())
-
-    def delete(self, key: str) -> None:
+    def _delete(self, name: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError
 
-        with self._errors("delete", key), suppress(ResourceNotFoundError):
-            self.container.delete_blob(self._key(key))
+        with suppress(ResourceNotFoundError):
+            self.container.delete_blob(name)
 
-    def keys(self, prefix: str, limit: int | None = None) -> list[str]:
-        cut = len(self._key(""))
-        keys: list[str] = []
-        with self._errors("list", prefix):
-            for name in self.container.list_blob_names(name_starts_with=self._key(prefix)):
-                keys.append(name[cut:])
-                if limit is not None and len(keys) >= limit:
-                    break
-        return keys
+    def _names(self, prefix: str, limit: int | None) -> Iterator[str]:
+        return iter(self.container.list_blob_names(name_starts_with=prefix))
 
     def ensure_bucket(self) -> list[str]:
         from azure.core.exceptions import ResourceExistsError

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from itertools import islice
-from pathlib import Path
 
 from dstack.errors import StoreError
-from dstack.storage.objects import BucketObjectStore, Progress, Span, VerifiedReader, open_span
+from dstack.storage.bucket import BucketObjectStore
+from dstack.storage.objects import Upload
 
 CHUNK = 16 * 1024**2  # a multiple of 256 KiB, as resumable uploads require
-INSTALL_HINT = "install the GCP extra: pip install 'dstack[gcp]'"
+INSTALL_HINT = "install the GCS extra: pip install 'dstack[gcs]'"
 
 
 class GCSObjectStore(BucketObjectStore):
@@ -68,62 +67,43 @@ class GCSObjectStore(BucketObjectStore):
         except gx.GoogleAPIError as e:
             raise StoreError(f"Cannot {action} {where}: {e}.") from None
 
-    def put_file(
-        self,
-        key: str,
-        src: Path,
-        progress: Progress | None = None,
-        span: Span | None = None,
-        sha256: str | None = None,
-    ) -> None:
+    def _upload(self, name: str, upload: Upload) -> None:
         from google.api_core.exceptions import PreconditionFailed
 
-        size = span[1] if span else src.stat().st_size
-        with self._errors("upload to", key), open_span(src, span) as body:
-            blob = self.bucket.blob(self._key(key), chunk_size=CHUNK)
-            if sha256 is None:
-                blob.upload_from_file(body, size=size)
+        blob = self.bucket.blob(name, chunk_size=CHUNK)
+        with upload.verified() as body:
+            if upload.sha256 is None:
+                blob.upload_from_file(body, size=upload.size)
             else:  # verified before the last chunk commits it; never replaces one there
                 with suppress(PreconditionFailed):
-                    blob.upload_from_file(
-                        VerifiedReader(body, size, sha256, str(src)),
-                        size=size,
-                        if_generation_match=0,
-                    )
-        if progress:
-            progress(size)
+                    blob.upload_from_file(body, size=upload.size, if_generation_match=0)
+        if upload.progress:
+            upload.progress(upload.size)
 
-    def put_bytes(self, key: str, data: bytes) -> None:
-        with self._errors("write", key):
-            self.bucket.blob(self._key(key)).upload_from_string(data)
+    def _put_bytes(self, name: str, data: bytes) -> None:
+        self.bucket.blob(name).upload_from_string(data)
 
-    def open_read(self, key: str) -> Iterator[bytes]:
-        with self._errors("read", key), self.bucket.blob(self._key(key)).open("rb") as reader:
+    def _read(self, name: str) -> Iterator[bytes]:
+        with self.bucket.blob(name).open("rb") as reader:
             while chunk := reader.read(CHUNK):
                 yield chunk
 
-    def get_bytes(self, key: str) -> bytes:
-        with self._errors("read", key):
-            data: bytes = self.bucket.blob(self._key(key)).download_as_bytes()
-            return data
+    def _get_bytes(self, name: str) -> bytes:
+        data: bytes = self.bucket.blob(name).download_as_bytes()
+        return data
 
-    def exists(self, key: str) -> bool:
-        with self._errors("look up", key):
-            return bool(self.bucket.blob(self._key(key)).exists())
+    def _exists(self, name: str) -> bool:
+        return bool(self.bucket.blob(name).exists())
 
-    def delete(self, key: str) -> None:
+    def _delete(self, name: str) -> None:
         from google.api_core.exceptions import NotFound
 
-        with self._errors("delete", key), suppress(NotFound):
-            self.bucket.blob(self._key(key)).delete()
+        with suppress(NotFound):
+            self.bucket.blob(name).delete()
 
-    def keys(self, prefix: str, limit: int | None = None) -> list[str]:
-        cut = len(self._key(""))
-        with self._errors("list", prefix):
-            blobs = self.client.list_blobs(
-                self.bucket_name, prefix=self._key(prefix), max_results=limit
-            )
-            return [blob.name[cut:] for blob in islice(blobs, limit)]
+    def _names(self, prefix: str, limit: int | None) -> Iterator[str]:
+        blobs = self.client.list_blobs(self.bucket_name, prefix=prefix, max_results=limit)
+        return (blob.name for blob in blobs)
 
     def ensure_bucket(self) -> list[str]:
         from google.api_core.exceptions import NotFound

@@ -12,6 +12,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -54,7 +55,6 @@ class ObjectStore(ABC):
     remote: bool = False
     parallelism: int = min(8, os.cpu_count() or 1)
 
-    @abstractmethod
     def put_file(
         self,
         key: str,
@@ -69,6 +69,11 @@ class ObjectStore(ABC):
         (ContentMismatch otherwise: the file changed meanwhile), and an object already under
         the key is left as it is, never replaced or deleted. (Only a file dstack itself
         downloaded and verified, over 32 MB, may go to S3 in parts without these checks.)"""
+        self._put_file(key, Upload.of(src, span, sha256, progress))
+
+    @abstractmethod
+    def _put_file(self, key: str, upload: Upload) -> None:
+        """put_file, with the file's size known."""
 
     @abstractmethod
     def put_bytes(self, key: str, data: bytes) -> None: ...
@@ -134,29 +139,20 @@ class LocalObjectStore(ObjectStore):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         return path, fd, tmp
 
-    def put_file(
-        self,
-        key: str,
-        src: Path,
-        progress: Progress | None = None,
-        span: Span | None = None,
-        sha256: str | None = None,
-    ) -> None:
+    def _put_file(self, key: str, upload: Upload) -> None:
         path, fd, tmp = self._atomic_target(key)
         try:
-            with os.fdopen(fd, "wb") as out, open_span(src, span) as inp:
-                size = span[1] if span else src.stat().st_size
-                source = VerifiedReader(inp, size, sha256, str(src)) if sha256 else inp
+            with os.fdopen(fd, "wb") as out, upload.verified() as source:
                 shutil.copyfileobj(source, out, self.CHUNK)
             os.chmod(tmp, 0o444)
-            if sha256:
+            if upload.sha256:
                 _commit_once(tmp, path)
             else:
                 os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
-        if progress:
-            progress(path.stat().st_size)
+        if upload.progress:
+            upload.progress(path.stat().st_size)
 
     def link_file(self, key: str, src: Path, sha256: str, signature: tuple[int, int]) -> None:
         path = self._path(key)
@@ -227,17 +223,12 @@ def _commit_once(tmp: str, path: Path) -> None:
         os.link(tmp, path)
 
 
-class VerifiedReader(io.RawIOBase):
-    """A file (or span) read for an upload, hashed as it is read: the read that completes it
-    raises ContentMismatch when the bytes do not hash to ``sha256``, so an SDK that reads
-    before it sends never commits them. A seek back to the start hashes again."""
+class Window(io.RawIOBase):
+    """A readable stream of ``size`` bytes that seeks within them (SDKs ask its length, seek
+    back to retry, and read it as a file)."""
 
-    def __init__(
-        self, source: io.RawIOBase | io.BufferedIOBase, size: int, sha256: str, label: str
-    ) -> None:
-        self._source, self.size, self.sha256, self.label = source, size, sha256, label
-        self._digest = hashlib.sha256()
-        self._pos = self._hashed = 0
+    size: int
+    _pos: int = 0
 
     def readable(self) -> bool:
         return True
@@ -254,7 +245,23 @@ class VerifiedReader(io.RawIOBase):
     def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
         self._pos = min(max(base + pos, 0), self.size)
-        if self._pos == 0:
+        return self._pos
+
+
+class VerifiedReader(Window):
+    """A file (or span) read for an upload, hashed as it is read: the read that completes it
+    raises ContentMismatch when the bytes do not hash to ``sha256``, so an SDK that reads
+    before it sends never commits them. A seek back to the start hashes again."""
+
+    def __init__(
+        self, source: io.RawIOBase | io.BufferedIOBase, size: int, sha256: str, label: str
+    ) -> None:
+        self._source, self.size, self.sha256, self.label = source, size, sha256, label
+        self._digest = hashlib.sha256()
+        self._pos = self._hashed = 0
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        if super().seek(pos, whence) == 0:
             self._digest, self._hashed = hashlib.sha256(), 0
         return self._pos
 
@@ -285,51 +292,16 @@ class VerifiedReader(io.RawIOBase):
             raise ContentMismatch(f"'{self.label}' changed while it was being stored.")
 
 
-class BucketObjectStore(ObjectStore):
-    """What the cloud adapters share: a bucket, a key prefix inside it, and network manners."""
+class FileSpan(Window):
+    """A read-only window (offset, size) of a file: an SDK uploads it as if it were a whole
+    file, read from disk as it is sent (memory stays flat)."""
 
-    remote = True
-    parallelism = 16
-
-    def __init__(self, scheme: str, bucket: str, prefix: str) -> None:
-        self.bucket_name, self.prefix = bucket, prefix.strip("/")
-        self.url = f"{scheme}://{bucket}/{self.prefix}".rstrip("/")
-
-    def _key(self, key: str) -> str:
-        check_key(key)
-        return f"{self.prefix}/{key}" if self.prefix else key
-
-    def _where(self, key: str) -> str:
-        return f"'{key}' in {self.url}" if key else self.url
-
-
-class FileSpan(io.RawIOBase):
-    """A read-only window (offset, length) of a file, seekable within itself: an SDK uploads it
-    as if it were a whole file, read from disk as it is sent (memory stays flat)."""
-
-    def __init__(self, path: Path, offset: int, length: int) -> None:
+    def __init__(self, path: Path, offset: int, size: int) -> None:
         self._file = open(path, "rb")  # noqa: SIM115 (closed by close())
-        self.offset, self.length, self._pos = offset, length, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def __len__(self) -> int:
-        return self.length
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.length}[whence]
-        self._pos = min(max(base + pos, 0), self.length)
-        return self._pos
+        self.offset, self.size, self._pos = offset, size, 0
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        want = min(len(buffer), self.length - self._pos)
+        want = min(len(buffer), self.size - self._pos)
         if want <= 0:
             return 0
         self._file.seek(self.offset + self._pos)
@@ -347,3 +319,35 @@ def open_span(path: Path, span: Span | None) -> io.RawIOBase | io.BufferedReader
     if span is None:
         return open(path, "rb")  # noqa: SIM115 (the caller closes it)
     return FileSpan(path, *span)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One put_file call as a store carries it out: the file (or the ``span`` of it), its
+    size, and for a content-addressed blob the ``sha256`` it must hash to."""
+
+    src: Path
+    span: Span | None
+    size: int
+    sha256: str | None
+    progress: Progress | None
+
+    @classmethod
+    def of(
+        cls, src: Path, span: Span | None, sha256: str | None, progress: Progress | None
+    ) -> Upload:
+        return cls(src, span, span[1] if span else src.stat().st_size, sha256, progress)
+
+    def open(self) -> io.RawIOBase | io.BufferedReader:
+        """The bytes as they are on disk (a store that has the server check the hash)."""
+        return open_span(self.src, self.span)
+
+    @contextlib.contextmanager
+    def verified(self) -> Iterator[io.RawIOBase | io.BufferedReader]:
+        """The bytes, open; a blob's are hashed as they are read (VerifiedReader), so the read
+        that completes them fails when the file changed since it was hashed."""
+        with self.open() as body:
+            if self.sha256 is None:
+                yield body
+            else:
+                yield VerifiedReader(body, self.size, self.sha256, str(self.src))

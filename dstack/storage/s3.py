@@ -9,7 +9,6 @@ used and importing it would cost every command a fifth of a second.
 from __future__ import annotations
 
 import threading
-import time
 from base64 import b64encode
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from dstack.errors import ContentMismatch, StoreError
-from dstack.storage.objects import BucketObjectStore, Progress, Span, open_span
+from dstack.retry import retry
+from dstack.storage.bucket import BucketObjectStore
+from dstack.storage.objects import Progress, Upload
 
 PART = 32 * 1024**2
 CONFLICT_TRIES = 4  # a 409 while another home writes the same blob: wait for its end
-INSTALL_HINT = "install the AWS extra: pip install 'dstack[aws]'"
+INSTALL_HINT = "install the S3 extra: pip install 'dstack[s3]'"
 
 
 class S3ObjectStore(BucketObjectStore):
@@ -85,6 +86,8 @@ class S3ObjectStore(BucketObjectStore):
         where = self._where(key)
         try:
             yield
+        except _Busy:
+            raise StoreError(f"Cannot {action} {where}: it stays busy.") from None
         except bx.ClientError as e:
             raise _client_error(e, action, where, self) from None
         except bx.NoCredentialsError:
@@ -105,95 +108,72 @@ class S3ObjectStore(BucketObjectStore):
         except bx.BotoCoreError as e:
             raise StoreError(f"Cannot {action} {where}: {e}.") from None
 
-    def put_file(
-        self,
-        key: str,
-        src: Path,
-        progress: Progress | None = None,
-        span: Span | None = None,
-        sha256: str | None = None,
-    ) -> None:
-        size = span[1] if span else src.stat().st_size
-        with self._errors("upload to", key):
-            # One request for a small file or a span (the transfer manager's threads cost more
-            # than they save, and it would hold a span's parts in memory). Blobs are at most a
-            # chunk, but for a file dstack downloaded and verified itself (SFTP collection):
-            # that private copy goes up in parts, as any large file.
-            if size <= PART or span:
-                # With the hash the server verifies the very content address (and botocore
-                # skips its own CRC32: 0.7 s of CPU per GB); If-None-Match: a blob already
-                # there is never replaced.
-                checks = (
-                    {
-                        "ChecksumSHA256": b64encode(bytes.fromhex(sha256)).decode(),
-                        "IfNoneMatch": "*",
-                    }
-                    if sha256
-                    else {}
-                )
-                for attempt in range(CONFLICT_TRIES):
-                    with open_span(src, span) as body, _write_once(bool(sha256)) as put:
-                        self.client.put_object(
-                            Bucket=self.bucket_name, Key=self._key(key), Body=body, **checks
-                        )
-                    if not put.conflict:
-                        break
-                    time.sleep(0.2 * (attempt + 1))  # another home is writing the same blob
-                else:
-                    raise StoreError(f"Cannot upload to {self._where(key)}: it stays busy.")
-                if progress:
-                    progress(size)
-                return
-            subscribers = [_Progress(progress)] if progress else []
-            future = self._transfers().upload(
-                str(src), self.bucket_name, self._key(key), subscribers=subscribers
-            )
-            future.result()
+    def _upload(self, name: str, upload: Upload) -> None:
+        if upload.size > PART and not upload.span:
+            # Blobs are at most a chunk, but for a file dstack downloaded and verified itself
+            # (SFTP collection): that private copy goes up in parts, as any large file.
+            subscribers = [_Progress(upload.progress)] if upload.progress else []
+            self._transfers().upload(
+                str(upload.src), self.bucket_name, name, subscribers=subscribers
+            ).result()
+            return
+        # One request for a small file or a span (the transfer manager's threads cost more than
+        # they save, and it would hold a span's parts in memory). With the hash the server
+        # verifies the very content address (and botocore skips its own CRC32: 0.7 s of CPU per
+        # GB); If-None-Match: a blob already there is never replaced.
+        checks = (
+            {"ChecksumSHA256": b64encode(bytes.fromhex(upload.sha256)).decode(), "IfNoneMatch": "*"}
+            if upload.sha256
+            else {}
+        )
 
-    def put_bytes(self, key: str, data: bytes) -> None:
-        with self._errors("write", key):
-            self.client.put_object(Bucket=self.bucket_name, Key=self._key(key), Body=data)
+        def put_once() -> None:
+            with upload.open() as body, _write_once(bool(upload.sha256)) as put:
+                self.client.put_object(Bucket=self.bucket_name, Key=name, Body=body, **checks)
+            if put.conflict:  # another home is writing the same blob: wait for its end
+                raise _Busy
 
-    def open_read(self, key: str) -> Iterator[bytes]:
-        with self._errors("read", key):
-            body = self.client.get_object(Bucket=self.bucket_name, Key=self._key(key))["Body"]
-            yield from body.iter_chunks(1 << 20)
+        retry(
+            put_once,
+            retry_on=lambda e: isinstance(e, _Busy),
+            wait=0.2,
+            max_wait=0.8,
+            attempts=CONFLICT_TRIES,
+        )
+        if upload.progress:
+            upload.progress(upload.size)
 
-    def get_bytes(self, key: str) -> bytes:
-        with self._errors("read", key):
-            data: bytes = self.client.get_object(Bucket=self.bucket_name, Key=self._key(key))[
-                "Body"
-            ].read()
-            return data
+    def _put_bytes(self, name: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket_name, Key=name, Body=data)
 
-    def exists(self, key: str) -> bool:
+    def _read(self, name: str) -> Iterator[bytes]:
+        body = self.client.get_object(Bucket=self.bucket_name, Key=name)["Body"]
+        yield from body.iter_chunks(1 << 20)
+
+    def _get_bytes(self, name: str) -> bytes:
+        data: bytes = self.client.get_object(Bucket=self.bucket_name, Key=name)["Body"].read()
+        return data
+
+    def _exists(self, name: str) -> bool:
         from botocore.exceptions import ClientError
 
-        with self._errors("look up", key):
-            try:
-                self.client.head_object(Bucket=self.bucket_name, Key=self._key(key))
-                return True
-            except ClientError as e:
-                if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                    return False
-                raise
+        try:
+            self.client.head_object(Bucket=self.bucket_name, Key=name)
+            return True
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
 
-    def delete(self, key: str) -> None:
-        with self._errors("delete", key):
-            self.client.delete_object(Bucket=self.bucket_name, Key=self._key(key))
+    def _delete(self, name: str) -> None:
+        self.client.delete_object(Bucket=self.bucket_name, Key=name)
 
-    def keys(self, prefix: str, limit: int | None = None) -> list[str]:
-        keys: list[str] = []
-        cut = len(self._key(""))
-        with self._errors("list", prefix):
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket_name, Prefix=self._key(prefix)
-            )
-            for page in pages:
-                keys += [item["Key"][cut:] for item in page.get("Contents", [])]
-                if limit is not None and len(keys) >= limit:
-                    return keys[:limit]
-        return keys
+    def _names(self, prefix: str, limit: int | None) -> Iterator[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket_name, Prefix=prefix
+        )
+        for page in pages:
+            yield from (item["Key"] for item in page.get("Contents", []))
 
     # dstack init ---------------------------------------------------------------------
 
@@ -222,6 +202,10 @@ class S3ObjectStore(BucketObjectStore):
                 )
                 notes.append("turned on object versioning")
         return notes
+
+
+class _Busy(Exception):
+    """A write-once put met another write of the same key under way (S3's 409)."""
 
 
 @dataclass
