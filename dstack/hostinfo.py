@@ -50,11 +50,10 @@ def local_gpus() -> list[GPUInfo]:
 
 
 def local_resources(disk_path: Path, with_gpus: bool) -> HostResources:
-    """This machine (Linux or macOS); GPUs are probed only when asked, since nvidia-smi can
-    take a second. CPUs: those this process may use where the system says (Linux)."""
-    import psutil
-
-    memory = psutil.virtual_memory().total
+    """This machine (Linux or macOS: POSIX sysconf); GPUs are probed only when asked, since
+    nvidia-smi can take a second. CPUs: those this process may use where the system says
+    (Linux), else all of them."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     affinity = getattr(os, "sched_getaffinity", None)
     cpus = len(affinity(0)) if affinity else (os.cpu_count() or 1)
     return HostResources(

@@ -13,7 +13,7 @@ from dstack.cli.common import print_json
 from dstack.cli.runargs import WorkflowCommand, workflow_tokens
 
 if TYPE_CHECKING:
-    from dstack.backends.base import SSHRule
+    from dstack.backends.plans import SSHRule
     from dstack.service.plan import JobPlan
 
 WIDTH = 80

@@ -110,7 +110,7 @@ class Supervisor:
             self.forwards.close()
             for executor in self.opened:
                 executor.close()
-            for backend in self.backends.values():  # hosts of jobs that never started
+            for backend in self._used_backends():  # hosts of jobs that never started
                 backend.finish(self.run_name)
         status, code = finish_run(
             self.state, self.store, self.run_name, run.workflow, self.stopping is not None
@@ -121,6 +121,15 @@ class Supervisor:
         if status == "done" and run.tag:
             self._tag(run.tag)
         return code
+
+    def _used_backends(self) -> list[Backend]:
+        """The backends the run's jobs were placed on (every one for a run recorded before
+        placements were kept)."""
+        jobs = self.state.jobs(self.run_name)
+        if any(not job.placement for job in jobs):
+            return list(self.backends.values())
+        names = {offer.backend for job in jobs for offer in job.placement}
+        return [backend for name, backend in self.backends.items() if name in names]
 
     def _failure(self, error: BaseException) -> str:
         """The reason recorded on the jobs when the supervisor itself fails (secrets masked)."""

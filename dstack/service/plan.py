@@ -12,14 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dstack.backends.base import (
-    HostPlan,
-    Notes,
-    OfferSummary,
-    PlacedJob,
-    PlannedResource,
-    SSHRule,
-)
+from dstack.backends.base import Notes
+from dstack.backends.plans import HostPlan, OfferSummary, PlacedJob, PlannedResource, SSHRule
 
 if TYPE_CHECKING:
     from dstack.offer import Offer

@@ -12,13 +12,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dstack.backends.base import Context, Notes, PlacedJob
 from dstack.errors import RunStateError
-from dstack.service.plan import JobPlan, by_backend
-from dstack.spec.jobspec import JobSpec
 
-if TYPE_CHECKING:
-    from dstack.backends.base import Backend
+if TYPE_CHECKING:  # a run on own hardware only imports none of the review's parts
+    from dstack.backends.base import Backend, Notes
+    from dstack.backends.plans import PlacedJob
+    from dstack.service.plan import JobPlan
     from dstack.service.session import Session
     from dstack.state.records import NewJob
 
@@ -48,14 +47,19 @@ def create_reviewed(
     """Create the run with ``create``; when some of its jobs are placed on hosts to create,
     their backends check their tools first and the hosts are confirmed (Declined when they
     are not)."""
+    if all(offer.own for job in jobs for offer in job.placement):
+        return create()  # own hardware only: nothing more to open or ask
+    from dstack.backends.base import Context
+    from dstack.backends.plans import PlacedJob
+    from dstack.backends.registry import open_backend
+    from dstack.service.plan import by_backend
+    from dstack.spec.jobspec import JobSpec
+
     placed = [
         PlacedJob(JobSpec.from_dict(job.spec), job.placement[0])
         for job in jobs
         if len(job.placement) == 1 and not job.placement[0].own
     ]
-    if not placed:
-        return create()  # own hardware only: nothing more to open or ask
-    from dstack.backends.registry import open_backend
 
     ctx = Context(session.home, session.state, notes=notes)
     backends = {name: open_backend(name, ctx) for name in by_backend(placed)}
@@ -76,6 +80,7 @@ def _review(
     """Reserve and confirm the run's hosts; the run and its reservations are removed when
     they are declined or anything fails."""
     from dstack.execution import procs
+    from dstack.service.plan import JobPlan, by_backend
 
     # This process holds the run while the caller decides: views must not think it abandoned.
     session.state.update_run(

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dstack.backends.base import Notes
 from dstack.offer import Scope
-from dstack.service.review import Confirm
 
 if TYPE_CHECKING:
+    from dstack.backends.base import Notes
+    from dstack.service.review import Confirm
     from dstack.service.session import Session
 
 

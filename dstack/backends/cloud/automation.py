@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dstack.backends.base import PlannedResource
 from dstack.backends.cloud.preview import key_inputs
+from dstack.backends.plans import PlannedResource
 from dstack.errors import CloudError
 from dstack.home import Home
 from stacks.spec import HostSpec

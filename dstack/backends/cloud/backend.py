@@ -15,8 +15,8 @@ from dstack.backends.base import Backend, Context, Leftover, Unavailable, Waitin
 from dstack.offer import Scope
 
 if TYPE_CHECKING:
-    from dstack.backends.base import HostPlan, PlacedJob, Previewed
     from dstack.backends.cloud.limits import CloudLimits
+    from dstack.backends.plans import HostPlan, PlacedJob, Previewed
     from dstack.execution.base import Executor
     from dstack.offer import Offer
     from dstack.spec.jobspec import ResourcesSpec

@@ -12,16 +12,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dstack.backends.base import (
+from dstack.backends.base import Notes
+from dstack.backends.cloud.hosts import DEADLINE_MINUTES
+from dstack.backends.plans import (
     HostPlan,
-    Notes,
     OfferSummary,
     PlacedJob,
     PlannedResource,
     Previewed,
     SSHRule,
 )
-from dstack.backends.cloud.hosts import DEADLINE_MINUTES
 
 if TYPE_CHECKING:
     from dstack.backends.cloud.limits import CloudLimits

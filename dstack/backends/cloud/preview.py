@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from dstack.backends.base import PlannedResource
+from dstack.backends.plans import PlannedResource
 from dstack.errors import CloudError
 from stacks.spec import HostSpec
 
