@@ -557,7 +557,7 @@ def test_hosts_routed_by_ssh_config_or_unknown_to_dns_are_left_to_ssh(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The quick TCP check must not call a host down that only ssh knows how to reach."""
-    from dstack.backends import ssh as placement
+    from dstack.backends.ssh import backend as placement
 
     (tmp_path / ".ssh").mkdir()
     (tmp_path / ".ssh" / "config").write_text(

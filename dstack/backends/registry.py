@@ -22,13 +22,19 @@ if TYPE_CHECKING:
 # name -> "module:Class", in the order placement prefers them at equal price.
 BUILTIN = {
     "local": "dstack.backends.local:LocalBackend",
-    "ssh": "dstack.backends.ssh:PoolBackend",
+    "ssh": "dstack.backends.ssh.backend:PoolBackend",
     "aws": "dstack.backends.aws:AwsBackend",
     "gcp": "dstack.backends.gcp:GcpBackend",
     "azure": "dstack.backends.azure:AzureBackend",
 }
 
 HERE = "local"  # the backend of jobs recorded before there were others
+
+# Command groups a backend adds to the CLI: group name -> "module:Typer app" (loaded for
+# `dstack --help`, so such a module imports nothing heavy at its top).
+COMMANDS = {
+    "pool": "dstack.backends.ssh.cli:app",
+}
 
 _classes: dict[str, type[Backend]] = {}
 _registered: dict[str, type[Backend]] = {}

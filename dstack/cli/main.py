@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import gc as collector
+import importlib
 import os
 import sys
 from typing import TYPE_CHECKING, NoReturn
@@ -11,7 +12,8 @@ from typing import TYPE_CHECKING, NoReturn
 import typer
 
 from dstack import logs_setup
-from dstack.cli import artifacts, gc, init, offers, plan, pool, runs, secrets, tags, views
+from dstack.backends.registry import COMMANDS
+from dstack.cli import artifacts, gc, init, offers, plan, runs, secrets, tags, views
 
 if TYPE_CHECKING:
     from dstack.errors import DstackError
@@ -35,7 +37,9 @@ gc.register(app)
 app.add_typer(artifacts.app, name="artifacts")
 app.add_typer(tags.app, name="tags")
 app.add_typer(secrets.app, name="secrets")
-app.add_typer(pool.app, name="pool")
+for _group, _target in COMMANDS.items():  # the backends' own commands (`dstack pool`)
+    _module, _, _attr = _target.partition(":")
+    app.add_typer(getattr(importlib.import_module(_module), _attr), name=_group)
 
 
 def _print_version(wanted: bool) -> None:

@@ -50,9 +50,9 @@ def add(
 )
 def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON")) -> None:
     from dstack.backends.ssh.pool import Pool, sync_config_hosts
+    from dstack.backends.ssh.status import reachability
     from dstack.hostinfo import describe
     from dstack.runner.recover import recover
-    from dstack.ssh.status import reachability
 
     home, state = open_state()
     recover(home, state)
