@@ -7,9 +7,12 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dstack.spec.jobspec import ResourcesSpec
 from dstack.spec.sizes import format_size
+
+if TYPE_CHECKING:
+    from dstack.spec.jobspec import ResourcesSpec
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,10 @@ it again later). A scope: what a run allows placement to use."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dstack.hostinfo import GPUInfo, HostResources
+if TYPE_CHECKING:  # a run's scope is read by every view; a host's resources only by placement
+    from dstack.hostinfo import HostResources
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class Offer:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Offer:
+        from dstack.hostinfo import GPUInfo, HostResources
+
         r = data["resources"]
         resources = HostResources(
             int(r["cpus"]),
