@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from dstack.ssh.connect import HostAddress
     from dstack.state.records import JobRecord
 
-# name -> "module:Class", in the order placement prefers them at equal price.
+# name -> "module:Class". Own hardware is tried in this order (this machine before the pool).
 BUILTIN = {
     "local": "dstack.backends.local:LocalBackend",
     "ssh": "dstack.backends.ssh.backend:PoolBackend",
