@@ -60,9 +60,9 @@ class CloudBackend(Backend):
         return self.catalog() if self.enabled() else []
 
     def allows(self, offer: Offer, interruptible: bool | None) -> bool:
-        from dstack.backends.cloud.limits import limit_rules
+        from dstack.backends.cloud.limits import allowed
 
-        return all(test(offer) for _, test in limit_rules(self.limits(), interruptible))
+        return bool(allowed([offer], {self.name: self.limits()}, interruptible))
 
     def listing_notes(self) -> list[str]:
         from dstack.backends.cloud.catalog import load_catalog
