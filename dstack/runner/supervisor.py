@@ -123,8 +123,7 @@ class Supervisor:
         return code
 
     def _used_backends(self) -> list[Backend]:
-        """The backends the run's jobs were placed on (every one for a run recorded before
-        placements were kept)."""
+        """The backends the run's jobs were placed on (all, for runs from before placements)."""
         jobs = self.state.jobs(self.run_name)
         if any(not job.placement for job in jobs):
             return list(self.backends.values())
@@ -163,6 +162,8 @@ class Supervisor:
         idle = 0.005
         last_check = 0.0
         while True:
+            if self.stopping is not None:  # SIGTERM arrived
+                raise StopRequested
             now = time.monotonic()
             if now - last_check > 0.2:
                 last_check = now
@@ -180,9 +181,9 @@ class Supervisor:
             time.sleep(idle)
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        """Noted only: the loop stops at its next turn, never amid an SSH exchange or a write."""
         if self.stopping is None:
             self.stopping = "stop"
-            raise StopRequested
 
     # starting ---------------------------------------------------------------------------
 
