@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -15,11 +17,12 @@ def place_on_host(
     remote: Remote, blobs: BlobStore, cache_dir: str, target: str, entries: list[Entry]
 ) -> None:
     """Upload the blobs the host's cache lacks, then build ``target`` from the cache."""
-    wanted = sorted({e.sha256 for e in entries if e.link is None})
-    missing = _run_checked(remote, "\n".join(wanted).encode(), "tree-missing-blobs.sh", cache_dir)
     chunks = {e.sha256: e.chunks for e in entries if e.chunks}
-    for sha in missing.decode().split():
-        _upload_blob(remote, blobs, sha, f"{cache_dir}/{sha}", chunks.get(sha))
+    wanted = sorted({e.sha256 for e in entries if e.link is None})
+    asked = "\n".join(f"{sha} tree" if sha in chunks else sha for sha in wanted).encode()
+    missing = _run_checked(remote, asked, "tree-missing-blobs.sh", cache_dir)
+    for sha in set(missing.decode().split()) & set(wanted):  # a host's answer is untrusted
+        _upload_blob(remote, blobs, cache_dir, sha, chunks.get(sha))
     lines = [
         f"L\t{e.link}\t{e.path}" if e.link is not None else f"{e.sha256}\t{e.mode:o}\t{e.path}"
         for e in entries
@@ -28,15 +31,21 @@ def place_on_host(
     _run_checked(remote, entries_text, "tree-assemble.sh", target, cache_dir)
 
 
-def _run_checked(remote: Remote, data: bytes, script: str, *args: str) -> bytes:
+def _run_checked(
+    remote: Remote,
+    data: bytes,
+    script: str,
+    *args: str,
+    hint: str = "a manifest in the store was tampered with or damaged; nothing was run",
+) -> bytes:
     """Run a tree-*.sh script, which refuses what the laptop refuses too (dstack.storage.tree):
-    a host never trusts that the laptop checked. What it refused (exit status 3 and a line on
-    stderr) becomes a StoreError naming it."""
+    a host never trusts that the laptop checked, nor its own cache. What it refused (exit
+    status 3 and a line on stderr) becomes a StoreError naming it."""
     code, out, err = remote.run_script(script, *args, data=data)
     if code == 3:
         raise StoreError(
             f"{remote.address.label} refused the job's files: {err.decode(errors='replace').strip()}.",
-            hint="a manifest in the store was tampered with or damaged; nothing was run",
+            hint=hint,
         )
     if code != 0:
         raise remote.failure("preparing the job's files", code, err)
@@ -44,10 +53,15 @@ def _run_checked(remote: Remote, data: bytes, script: str, *args: str) -> bytes:
 
 
 def _upload_blob(
-    remote: Remote, blobs: BlobStore, sha: str, remote_path: str, chunks: tuple[str, ...] | None
+    remote: Remote, blobs: BlobStore, cache_dir: str, sha: str, chunks: tuple[str, ...] | None
 ) -> None:
+    """Upload the blob under a name of its own (other laptops may upload the same blob to
+    the same cache at once), then let the host check its digest and rename it into place."""
+    temp = f".tmp-{sha}.{os.getpid()}-{secrets.token_hex(6)}"
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / sha
         blobs.get(sha, local, sha, keep=True, chunks=chunks)
-        remote.put(local, f"{remote_path}.part")
-    remote.check_script("tree-publish-blob.sh", remote_path)
+        remote.put(local, f"{cache_dir}/{temp}")
+    kind = "tree" if chunks else "plain"
+    hint = "the copy was damaged on its way or on the host's disk; run again"
+    _run_checked(remote, b"", "tree-publish-blob.sh", cache_dir, sha, temp, kind, hint=hint)

@@ -9,13 +9,20 @@ from __future__ import annotations
 import shlex
 from functools import cache
 
+_LIBRARY = "# library:"
+
 
 @cache
 def load(name: str) -> str:
-    """The text of the packaged script ``name`` (e.g. ``job-poll.sh``)."""
+    """The text of the packaged script ``name`` (e.g. ``job-poll.sh``), preceded by the
+    libraries it names on a ``# library: LIB.sh`` line (a command line carries one text)."""
     from importlib.resources import files
 
-    return files(__package__).joinpath(name).read_text()
+    text = files(__package__).joinpath(name).read_text()
+    libraries = [
+        line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(_LIBRARY)
+    ]
+    return "".join(load(library) + "\n" for library in libraries) + text
 
 
 def command(name: str, *args: str | int) -> str:

@@ -1,10 +1,32 @@
 #!/usr/bin/env bash
-# Prints which of the sha256 digests read from stdin (one a line) the host's blob cache CACHE
-# lacks. Like the laptop (dstack.storage.tree), the host refuses what is not a digest: exit 3
-# and a line on stderr.
-# Usage: tree-missing-blobs.sh CACHE < DIGESTS
-mkdir -p "$1" || exit 1
-while read -r h || [ -n "$h" ]; do
+# library: blob-lib.sh
+# Prints which of the blobs read from stdin the host's blob cache CACHE cannot give a job:
+# missing, or with content that no longer hashes to its name (a damaged blob is never trusted:
+# listed here, it is uploaded again and replaced). One blob a line: "SHA256", or "SHA256 tree"
+# for a file named by its chunk-tree hash. Like the laptop (dstack.storage.tree), the host
+# refuses what is not a digest: exit 3 and a line on stderr.
+# Uploads that a writer left behind more than an hour ago (killed mid-way) are removed.
+# Usage: tree-missing-blobs.sh CACHE < BLOBS
+mkdir -p -- "$1" && cd "$1" || exit 1
+find . -maxdepth 1 -name '.tmp-*' -mmin +60 -delete 2>/dev/null
+plain=()
+while read -r h kind || [ -n "$h" ]; do
   [[ $h =~ ^[0-9a-f]{64}$ ]] || { printf 'refused blob name %q\n' "$h" >&2; exit 3; }
-  [ -f "$1/$h" ] || echo "$h"
+  if [ ! -f "$h" ]; then
+    echo "$h"
+  elif [ "$kind" = tree ]; then
+    blob_ok "$h" "$h" tree || echo "$h"
+  else
+    plain+=("$h")
+  fi
+done
+# One sha256sum for all the plain blobs (a code tree has thousands of small files); a blob
+# it does not vouch for, whatever the reason, is listed.
+[ ${#plain[@]} -eq 0 ] && exit 0
+declare -A good
+while read -r sum name; do
+  [ "$sum" = "$name" ] && good[$name]=1
+done < <(printf '%s\0' "${plain[@]}" | xargs -0 sha256sum -- 2>/dev/null)
+for h in "${plain[@]}"; do
+  [ -n "${good[$h]}" ] || echo "$h"
 done

@@ -1,4 +1,20 @@
 #!/usr/bin/env bash
-# Puts an uploaded blob (BLOB.part) in its place in the cache, in one step.
-# Usage: tree-publish-blob.sh BLOB
-mv -f -- "$1.part" "$1"
+# library: blob-lib.sh
+# Puts a blob uploaded to TEMP (a name no other writer uses) in its place SHA256 in the cache
+# CACHE, in one rename, once its content hashes to its name (KIND: plain or tree, as for
+# blob_digest). Writers of the same blob at once each rename their own whole copy; the last
+# rename wins and every reader sees a whole blob. A damaged upload is removed and refused:
+# exit 3 and a line on stderr.
+# Usage: tree-publish-blob.sh CACHE SHA256 TEMP KIND
+cd "$1" || exit 1
+sha=$2 temp=$3 kind=$4
+if ! [[ $sha =~ ^[0-9a-f]{64}$ && $temp =~ ^\.tmp-[0-9a-f]{64}\.[0-9a-z-]+$ ]]; then
+  printf 'refused blob name %q or upload %q\n' "$sha" "$temp" >&2
+  exit 3
+fi
+if ! blob_ok "$temp" "$sha" "$kind"; then
+  rm -f -- "$temp"
+  printf 'refused blob %s: the uploaded copy does not hash to its name\n' "$sha" >&2
+  exit 3
+fi
+mv -f -- "$temp" "$sha"
