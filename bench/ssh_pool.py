@@ -85,9 +85,7 @@ def sync(server: object, ssh: list[str], work: Path) -> None:
         """Into a fresh store and mirror; the host's page cache is warm for every tool alike."""
         home = Home(work / f"{transfer}-{index}")
         home.root.mkdir()
-        executor = SSHExecutor(
-            pool_host, Store.open(home), known_hosts, home.runs_dir, transfer=transfer
-        )
+        executor = SSHExecutor(pool_host, Store.open(home), known_hosts, home, transfer=transfer)
         began = time.perf_counter()
         assert len(executor.collect(tree, ["out"], StatCache())) == TREE_FILES
         return time.perf_counter() - began
@@ -104,9 +102,7 @@ def sync(server: object, ssh: list[str], work: Path) -> None:
         rsync_s.append(rsync(index))
     sftp_s = dstack_sync(0, "sftp")
     home = Home(work / "rsync-1")
-    executor = SSHExecutor(
-        pool_host, Store.open(home), known_hosts, home.runs_dir, transfer="rsync"
-    )
+    executor = SSHExecutor(pool_host, Store.open(home), known_hosts, home, transfer="rsync")
     began = time.perf_counter()
     executor.collect(tree, ["out"], StatCache())
     resync_s = time.perf_counter() - began

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
+import secrets
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
+from dstack.atomic import write_once
 from dstack.errors import HomeError
+
+_ID = re.compile(r"[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,21 @@ class Home:
 
     def job_dir(self, run: str, workflow: str) -> Path:
         return self.runs_dir / run / workflow
+
+    @cached_property
+    def id(self) -> str:
+        """This home's random name, made once: it keeps apart the folders that several homes
+        make on a host they share (each may have a run named swift-otter-12)."""
+        path = self.root / "id"
+        if not path.exists():
+            write_once(path, secrets.token_hex(6) + "\n")  # of homes racing, the first wins
+        found = path.read_text().strip()
+        if not _ID.fullmatch(found):
+            raise HomeError(
+                f"{path} does not hold a home id (12 hex digits).",
+                hint=f"remove the file; dstack makes a new one ({path})",
+            )
+        return found
 
 
 def home_path() -> Path:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import Project, wait_for
 from sshd import SSHServer
+from test_ssh_run import home_id
 
 STANDIN = Path(__file__).parent / "standin"
 GPU_JOB = """
@@ -208,7 +209,7 @@ def test_gc_destroys_the_stack_of_a_killed_supervisor(
     with sqlite3.connect(cloud.home / "state.db") as db:
         (pid,) = db.execute("SELECT supervisor_pid FROM runs WHERE name = ?", (run,)).fetchone()
     os.kill(pid, signal.SIGKILL)
-    rc = sshd_hosts[0].home / ".dstack" / "runs" / run / "train" / "rc"
+    rc = sshd_hosts[0].home / ".dstack" / "runs" / home_id(cloud) / run / "train" / "rc"
     wait_for(rc.exists, 60, what="the job ending on the host")  # nothing tears its stack down
     listed = cloud.dstack("gc", "--dry-run", "--json", check=True)
     found = json.loads(listed.stdout)

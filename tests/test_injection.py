@@ -189,7 +189,7 @@ def test_artifact_names_with_quotes_dollars_and_backslashes_come_back(
             PoolHost(address, 1, facts, 0.0),
             Store.open(home),
             home.root / "known_hosts",
-            home.runs_dir,
+            home,
             transfer=transfer,
         )
         script = 'mkdir -p out; for n in "$@"; do printf \'%s\' "$n" > "out/$n"; done'

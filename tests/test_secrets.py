@@ -12,7 +12,7 @@ from pathlib import Path
 
 from conftest import Project, wait_for
 from sshd import SSHServer
-from test_ssh_run import pool_add
+from test_ssh_run import home_id, pool_add
 
 VALUE = "s3cr3t-Value-42"
 
@@ -241,7 +241,7 @@ def test_on_a_host_env_file_is_gone_once_the_job_started_and_lines_are_masked(
     project.dstack("run", "s", "--host", "box", "-d", check=True)
     run = project.last_run()["name"]
     wait_for(lambda: "started" in project.dstack("logs", run).stdout, timeout=60)
-    on_host = sshd_local.ssh(f"ls -a ~/.dstack/runs/{run}/s").split()
+    on_host = sshd_local.ssh(f"ls -a ~/.dstack/runs/{home_id(project)}/{run}/s").split()
     assert "wrapper.sh" in on_host and "env.sh" not in on_host
     logs = project.dstack("logs", run, check=True).stdout
     seen_by_job, *rest = logs.splitlines()

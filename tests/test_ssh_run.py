@@ -15,6 +15,11 @@ from conftest import Project, meet, wait_for
 from sshd import SSHServer
 
 
+def home_id(project: Project) -> str:
+    """The home's folder of job folders on a host is named by this id."""
+    return (project.home / "id").read_text().strip()
+
+
 def pool_add(project: Project, name: str, server: SSHServer, *extra: str) -> None:
     done = project.dstack(*server.pool_add_args(name), *extra)
     assert done.returncode == 0, done.stderr
@@ -44,14 +49,15 @@ def test_job_runs_on_the_named_host_with_artifacts_and_logs(
     done = pooled.dstack("run", "remote", "--host", "h1")
     assert done.returncode == 0, done.stderr
     run = pooled.last_run()["name"]
-    where = f"on {sshd_hosts[0].user} in .dstack/runs/{run}/remote/work"
+    runs = f".dstack/runs/{home_id(pooled)}"  # each home its own folder: they may share a user
+    where = f"on {sshd_hosts[0].user} in {runs}/{run}/remote/work"
     assert done.stdout == f"{where}\nfrom the snapshot\n"
     job = pooled.inspect(run)["jobs"][0]
     assert (job["backend"], job["host"]) == ("ssh", "h1")
     assert pooled.dstack("logs", run, check=True).stdout == done.stdout
     files = json.loads(pooled.dstack("artifacts", "list", run, "--json", check=True).stdout)
     assert [f["path"] for f in files["remote"]["files"]] == ["out/r.txt"]
-    assert sshd_hosts[0].ssh(f"test -e ~/.dstack/runs/{run} || echo gone").strip() == "gone", (
+    assert sshd_hosts[0].ssh(f"test -e ~/{runs}/{run} || echo gone").strip() == "gone", (
         "the host's run folder is removed once its artifacts are safe"
     )
 
@@ -208,7 +214,7 @@ def test_dropped_connection_loses_and_doubles_no_line(
         lambda: next((r["name"] for r in pooled.ps() if r["status"] == "running"), None), timeout=30
     )
     wait_for(lambda: "line 3\n" in pooled.dstack("logs", str(run)).stdout, timeout=30)
-    log = sshd_hosts[1].home / ".dstack" / "runs" / str(run) / "count" / "log"
+    log = sshd_hosts[1].home / ".dstack" / "runs" / home_id(pooled) / str(run) / "count" / "log"
     # down while the job writes lines 4 to 15 at least: all must arrive once it is back
     sshd_hosts[1].restart_dropping_connections(down_until=lambda: " line 15\n" in log.read_text())
     out, err = proc.communicate(timeout=120)
@@ -275,7 +281,7 @@ def test_artifact_sync_moves_only_changed_files(
         PoolHost(address, 1, facts, 0.0),
         store,
         home.root / "known_hosts",
-        home.runs_dir,
+        home,
         transfer=transfer,
     )
     job_dir, cache = f"{facts.home}/job", StatCache()
@@ -337,7 +343,8 @@ backends:
     assert project.inspect(run)["jobs"][0]["host"] == "cfg1"
     pool = json.loads(project.dstack("pool", "list", "--json", check=True).stdout)
     assert [(h["name"], h["status"]) for h in pool] == [("cfg1", "free")]
-    assert server.ssh(f"test -d ~/.dstack/runs/{run}/where/work && echo kept").strip() == "kept"
+    kept = f"~/.dstack/runs/{home_id(project)}/{run}/where/work"
+    assert server.ssh(f"test -d {kept} && echo kept").strip() == "kept"
 
 
 def test_bad_config_is_a_clear_error(project: Project) -> None:

@@ -27,6 +27,7 @@ from dstack.execution.base import (
     wrapper_args,
 )
 from dstack.execution.remote_tree import place_on_host
+from dstack.home import Home
 from dstack.scripts import load
 from dstack.ssh.connect import HostAddress, HostError
 from dstack.ssh.probe import HostFacts
@@ -87,14 +88,17 @@ class SSHExecutor(Executor):
         host: SSHHost,
         store: Store,
         known_hosts: Path,
-        staging: Path,
+        home: Home,
         retry_for: float = 60.0,
         transfer: str = "auto",
     ) -> None:
-        """``staging``: local folder for rsync mirrors; ``transfer``: auto, rsync or sftp."""
-        self.host, self.store, self.known_hosts, self.staging = host, store, known_hosts, staging
+        """``home``: this laptop's, for rsync mirrors and its own folder of job folders on
+        the host (other homes may log in as the same user); ``transfer``: auto, rsync or sftp."""
+        self.host, self.store, self.known_hosts = host, store, known_hosts
+        self.staging = home.runs_dir
         self.remote = Remote(host.address, known_hosts, retry_for)
         self.root = f"{host.facts.home}/.dstack"
+        self.runs = f"{self.root}/runs/{home.id}"
         self.transfer = transfer
         self._hashes: dict[tuple[str, str], tuple[str, str, str]] = {}
 
@@ -108,7 +112,7 @@ class SSHExecutor(Executor):
         return f"{self.root}/venvs"
 
     def job_dir(self, run: str, workflow: str) -> str:
-        return f"{self.root}/runs/{run}/{workflow}"
+        return f"{self.runs}/{run}/{workflow}"
 
     def place(self, job_dir: str, entries: list[Entry], subdir: str = "work") -> None:
         place_on_host(
@@ -156,7 +160,7 @@ class SSHExecutor(Executor):
     def _collect_rsync(self, job_dir: str, paths: list[str], cache: StatCache) -> list[Entry]:
         """rsync moves only changed bytes into a mirror; its files are hashed and hard-linked
         into the store (rsync replaces files, never edits them, so blobs stay immutable)."""
-        relative = job_dir.removeprefix(f"{self.root}/runs/")
+        relative = job_dir.removeprefix(f"{self.runs}/")
         if relative == job_dir:  # not a run folder of ours: a folder named after the path
             relative = hashlib.sha256(job_dir.encode()).hexdigest()[:16]
         mirror = self.staging / relative / "mirror"

@@ -9,7 +9,6 @@ can also be operated with the plain `pulumi` CLI and `stacks/__main__.py`.
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dstack.atomic import write_once
 from dstack.backends.cloud.preview import key_inputs
 from dstack.backends.plans import PlannedResource
 from dstack.errors import CloudError
@@ -55,20 +55,8 @@ def pulumi_root(home: Home) -> Path:
 def passphrase_file(home: Home) -> Path:
     """The stack secrets' passphrase: generated once, readable by this user only."""
     path = pulumi_root(home) / "passphrase"
-    if not path.exists():
-        # Written whole under a temporary name, then linked into place: two dstack processes
-        # starting at once agree on the first one and never read a half-written file.
-        path.parent.mkdir(parents=True, exist_ok=True)
-        draft = path.with_name(f".passphrase-{os.getpid()}")
-        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_urlsafe(32) + "\n")
-        try:
-            os.link(draft, path)
-        except FileExistsError:
-            pass
-        finally:
-            draft.unlink()
+    if not path.exists():  # dstack processes starting at once agree on the first one (0600)
+        write_once(path, secrets.token_urlsafe(32) + "\n")
     return path
 
 

@@ -114,6 +114,6 @@ def cloud_executor(
         raise HostError(f"The cloud host {name} was never reached over SSH.")
     host = CloudHost(address, HostFacts.from_dict(record.outputs["facts"]), name)
     executor = SSHExecutor(
-        host, store, known_hosts(home, name), home.runs_dir, retry_for=60.0 if patient else 3.0
+        host, store, known_hosts(home, name), home, retry_for=60.0 if patient else 3.0
     )
     return executor

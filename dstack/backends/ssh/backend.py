@@ -90,7 +90,7 @@ class PoolBackend(Backend):
             Pool(self.ctx.state).host(host),
             self.ctx.store or Store.open(self.ctx.home),
             self.ctx.home.root / "known_hosts",
-            self.ctx.home.runs_dir,
+            self.ctx.home,
             retry_for=60.0 if patient else 3.0,
         )
         return executor
