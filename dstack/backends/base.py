@@ -5,10 +5,11 @@ offers once per job at submission and the state keeps the pick. When the job sta
 backend acquires the offer (a free slot, a host it creates) and gives the executor that runs
 the job there; when the job ends, it lets the host go (frees the slot, destroys the VM).
 Views reach a recorded job's host again through `executor`; `gc` asks each backend what it
-left behind. A backend that creates hosts also shows them before anything exists: `plan`
-previews them for `dstack plan`, `reserve` records and previews a new run's hosts for its
-review, and `withdraw` undoes that when the run is declined. Everything else in dstack talks
-to backends only through this interface and `dstack.backends.registry`.
+left behind, `fsck` which lasting hosts keep caches. A backend that creates hosts also shows
+them before anything exists: `plan` previews them for `dstack plan`, `reserve` records and
+previews a new run's hosts for its review, and `withdraw` undoes that when the run is
+declined. Everything else in dstack talks to backends only through this interface and
+`dstack.backends.registry`.
 """
 
 from __future__ import annotations
@@ -57,6 +58,16 @@ class Unavailable:
 
     name: str
     why: str
+
+
+@dataclass(frozen=True)
+class KeptHost:
+    """A host whose ``root`` folder (``~/.dstack``) holds caches shared between runs."""
+
+    name: str
+    address: HostAddress
+    known_hosts: Path
+    root: str
 
 
 @dataclass(frozen=True)
@@ -187,7 +198,13 @@ class Backend(ABC):
         """How to reach the host over SSH and its pinned host keys; None: this machine."""
         return None
 
-    # gc -------------------------------------------------------------------------------------
+    # gc and fsck ----------------------------------------------------------------------------
+
+    def kept_hosts(self) -> list[KeptHost]:
+        """Hosts that outlive runs and keep dstack's caches between them (blobs,
+        environments), which other homes may share: `dstack fsck` checks them. None for
+        hosts made for one run."""
+        return []
 
     def leftovers(self) -> list[Leftover]:
         """What this backend created for runs that are over."""

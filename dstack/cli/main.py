@@ -13,7 +13,7 @@ import typer
 
 from dstack import logs_setup
 from dstack.backends.registry import COMMANDS
-from dstack.cli import artifacts, gc, init, offers, plan, runs, secrets, tags, views
+from dstack.cli import artifacts, fsck, gc, init, offers, plan, runs, secrets, tags, views
 
 if TYPE_CHECKING:
     from dstack.errors import DstackError
@@ -34,6 +34,7 @@ views.register(app)
 offers.register(app)
 plan.register(app)
 gc.register(app)
+fsck.register(app)
 app.add_typer(artifacts.app, name="artifacts")
 app.add_typer(tags.app, name="tags")
 app.add_typer(secrets.app, name="secrets")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dstack.backends.base import Backend, Context, Unavailable, Waiting
+from dstack.backends.base import Backend, Context, KeptHost, Unavailable, Waiting
 from dstack.offer import Scope
 
 if TYPE_CHECKING:
@@ -99,6 +99,17 @@ class PoolBackend(Backend):
         from dstack.backends.ssh.pool import Pool
 
         return Pool(self.ctx.state).host(host).address, self.ctx.home.root / "known_hosts"
+
+    def kept_hosts(self) -> list[KeptHost]:
+        """The hosts `dstack pool list` shows (those of config.yaml join first, as there)."""
+        from dstack.backends.ssh.pool import Pool, sync_config_hosts
+
+        sync_config_hosts(self.ctx.home, self.ctx.state)
+        known_hosts = self.ctx.home.root / "known_hosts"
+        return [
+            KeptHost(host.name, host.address, known_hosts, f"{host.facts.home}/.dstack")
+            for host in Pool(self.ctx.state).hosts()
+        ]
 
 
 def unreachable(host: PoolHost, timeout: float = REACH_TIMEOUT) -> str | None:
