@@ -27,3 +27,12 @@ blob_digest() {
 blob_ok() {
   [ -f "$1" ] && [ "$(blob_digest "$1" "$3")" = "$2" ]
 }
+
+# Prints those of the NAMEs (files named by their sha256, in this folder) whose content has
+# that hash, with one sha256sum for all (a code tree has thousands of small files).
+sha256_named() {
+  [ $# -eq 0 ] && return
+  printf '%s\0' "$@" | xargs -0 sha256sum -- 2>/dev/null | while read -r sum name; do
+    [ "$sum" = "$name" ] && echo "$name"
+  done
+}

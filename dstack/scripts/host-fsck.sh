@@ -56,12 +56,9 @@ if cd -- "$root/blobs" 2>/dev/null; then
       report invalid "blobs/$name" "not a blob: no file named by a sha256 digest"
     fi
   done < <(find . -mindepth 1 -maxdepth 1 -printf '%i %s %T@ %y %f\0')
-  # One sha256sum for every blob (a code tree has thousands of small files); a file over CHUNK
-  # that it does not vouch for may be named by its chunk tree.
+  # A file over CHUNK that sha256_named does not vouch for may be named by its chunk tree.
   declare -A good=()
-  while read -r sum name; do
-    [ "$sum" = "$name" ] && good[$name]=1
-  done < <([ ${#names[@]} -eq 0 ] || printf '%s\0' "${names[@]}" | xargs -0 sha256sum -- 2>/dev/null)
+  while read -r name; do good[$name]=1; done < <(sha256_named "${names[@]}")
   for name in "${names[@]}"; do
     blobs=$((blobs + 1))
     [ -n "${good[$name]}" ] && continue

@@ -20,13 +20,9 @@ while read -r h kind || [ -n "$h" ]; do
     plain+=("$h")
   fi
 done
-# One sha256sum for all the plain blobs (a code tree has thousands of small files); a blob
-# it does not vouch for, whatever the reason, is listed.
-[ ${#plain[@]} -eq 0 ] && exit 0
+# A blob sha256_named does not vouch for, whatever the reason, is listed.
 declare -A good
-while read -r sum name; do
-  [ "$sum" = "$name" ] && good[$name]=1
-done < <(printf '%s\0' "${plain[@]}" | xargs -0 sha256sum -- 2>/dev/null)
+while read -r h; do good[$h]=1; done < <(sha256_named "${plain[@]}")
 for h in "${plain[@]}"; do
   [ -n "${good[$h]}" ] || echo "$h"
 done
