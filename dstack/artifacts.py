@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 from dstack.errors import NotFoundError, SpecError
@@ -46,7 +47,7 @@ def upload_tagged(
     """Store local files as a finished pseudo-run tagged ``tag``; returns the run name.
 
     The manifest is written after every blob is in the store, the tag after the manifest."""
-    from dstack.sharing import open_tags, publish_run, tag_run
+    from dstack.sharing import claim_run, open_tags, publish_run, tag_run
 
     if not move:
         open_tags(state, store).check_free(tag)
@@ -71,7 +72,7 @@ def upload_tagged(
         tag=tag,
         snapshot={},
         jobs=[NewJob(UPLOAD, spec)],
-        taken=store.has_run,
+        claim=partial(claim_run, state, store),
     )
     key = artifact_key(run, UPLOAD)
     store.put_manifest(key, Manifest(entries, "complete", rel_paths))

@@ -1,8 +1,11 @@
 """Run records in the store: what a teammate pointed at the same store sees of this home's runs.
 
 Each home keeps its own runs in SQLite (fast, local) and publishes a small record of each run to
-`runs/RUN.json` when it is created and when it ends. Views list the records of runs this home
-does not have; records of finished runs are cached, since they never change again.
+`runs/RUN.json` when it is created and when it ends. A new run's name is claimed by creating its
+record, which fails where any home's record of that name exists; later updates are
+compare-and-swap writes by the home that claimed it (the record names it under 'home'), and a
+finished run's record is never turned back into an active one. Views list the records of runs
+this home does not have; records of finished runs are cached, since they never change again.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +28,9 @@ from dstack.storage.store import Store, run_key
 from dstack.tags import TagBook, manifests_by_job, who
 
 log = logging.getLogger(__name__)
+
+PUBLISH_TRIES = 8  # compare-and-swap rounds before a record that keeps changing is left
+_HINT = "a teammate's dstack publishes it again when that run is re-run, or remove it"
 
 
 @dataclass(frozen=True)
@@ -72,13 +79,61 @@ def local_run(state: State, name: str) -> SharedRun:
     return SharedRun(**vars(run), manifests=manifests_by_job(state.jobs(name)))
 
 
-def publish_run(state: State, store: Store, name: str) -> None:
+def _record(state: State, store: Store, name: str) -> dict[str, Any]:
+    """What this home publishes of its run ``name``."""
     record = local_run(state, name).to_dict()
     record["jobs"] = [
         {"workflow": j.workflow, "status": j.status, "exit_code": j.exit_code}
         for j in state.jobs(name)
     ]
-    store.put_run(record)
+    if store.home is not None:
+        record["home"] = store.home.id
+    return record
+
+
+def claim_run(state: State, store: Store, name: str) -> bool:
+    """Create the record of this home's new run ``name`` unless a record of that name exists
+    (another home's run): the name is this home's from then on. For State.create_run."""
+    return store.put_run(_record(state, store, name), None)
+
+
+def publish_run(state: State, store: Store, name: str) -> None:
+    """Bring the run's record up to this home's state: a compare-and-swap over the version
+    read, read again when another write came first. The record is made after the read, so
+    it is at least as new as the one it replaces; a finished run's is never replaced by an
+    active one, nor another home's record at all."""
+    for _ in range(PUBLISH_TRIES):
+        found = store.read_run(name)
+        record = _record(state, store, name)
+        if found is None:
+            if store.put_run(record, None):
+                return
+            continue
+        data = read_record(run_key(name), found[0], "run record", record_problem, _HINT)
+        if not _mine(data, store):
+            raise StoreError(
+                f"The record of run {name} in {store.url} is another home's "
+                f"({shown(data['owner'])}): this home's run {name} is not published there.",
+                hint="both homes named a run alike before dstack claimed names in the store; "
+                "runs started from now on get names of their own",
+            )
+        if data == record or (data["status"] in FINAL and record["status"] not in FINAL):
+            return
+        if store.put_run(record, found[1]):
+            return
+    raise StoreError(
+        f"The record of run {name} in {store.url} kept changing while it was being updated.",
+        hint="other dstack processes of this home publish it too; the next change of the run "
+        "publishes it again",
+    )
+
+
+def _mine(data: dict[str, Any], store: Store) -> bool:
+    """Whether a run record is this home's: by its 'home', or, in a record published before
+    records named their home, by its owner."""
+    if "home" in data:
+        return store.home is not None and data["home"] == store.home.id
+    return bool(data["owner"] == who())
 
 
 _FIELDS: dict[str, tuple[type, ...]] = {
@@ -101,6 +156,8 @@ def record_problem(key: str, data: object) -> str | None:
     if why is not None:
         return why
     assert isinstance(data, dict)
+    if "home" in data and not isinstance(data["home"], str):
+        return f"has {type(data['home']).__name__} as 'home'"
     if data["status"] not in (*FINAL, *ACTIVE):
         return f"has an unknown status {shown(data['status'])}"
     names = [
@@ -123,8 +180,7 @@ def record_problem(key: str, data: object) -> str | None:
 
 def parse_record(key: str, raw: bytes) -> SharedRun:
     """The run recorded under ``key``; a StoreError naming the key when it is not valid."""
-    hint = "a teammate's dstack publishes it again when that run is re-run, or remove it"
-    data = read_record(key, raw, "run record", record_problem, hint)
+    data = read_record(key, raw, "run record", record_problem, _HINT)
     return SharedRun(**{k: data[k] for k in _FIELDS})
 
 
@@ -195,7 +251,7 @@ def open_tags(state: State, store: Store) -> TagBook:
     legacy = state.legacy_tags()
     if legacy is not None:
         for tag, run_name, manifests in legacy:
-            if book.find(tag) is None:
+            with suppress(RunStateError):  # set in the store meanwhile: that one stays
                 book.set(tag, run_name, manifests)
         state.drop_legacy_tags()
     return book

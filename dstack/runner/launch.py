@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from dstack.home import Home
 from dstack.offer import Scope
 from dstack.runner.inputs import external_inputs
 from dstack.runner.plan import check_plan, plan_run
-from dstack.sharing import open_tags, publish_run
+from dstack.sharing import claim_run, open_tags
 from dstack.snapshot import Snapshot, capture
 from dstack.state.db import State
 from dstack.state.records import NewJob
@@ -63,8 +64,8 @@ def prepare(
 
 
 def record(state: State, store: Store, sub: Submission, tag: str | None, detached: bool) -> str:
-    """The run in SQLite, then its record in the store for teammates."""
-    name = state.create_run(
+    """The run in SQLite, then its record in the store for teammates (which claims its name)."""
+    return state.create_run(
         workflow=sub.workflow,
         repo_dir=str(sub.repo),
         args=sub.args,
@@ -74,10 +75,8 @@ def record(state: State, store: Store, sub: Submission, tag: str | None, detache
         jobs=sub.jobs,
         detached=detached,
         placement=sub.scope,
-        taken=store.has_run,
+        claim=partial(claim_run, state, store),
     )
-    publish_run(state, store, name)
-    return name
 
 
 def start_detached(home: Home, state: State, run_name: str, no_cache: bool) -> int:

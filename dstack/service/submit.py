@@ -5,6 +5,7 @@ with dstack.service.start. `rerun` records a finished run's snapshot and jobs ag
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,7 +75,7 @@ def resubmit(
     """A new run of ``run_name``'s recorded code snapshot, workflow spec and arguments."""
     from dstack.runner.placement import decide
     from dstack.service.review import create_reviewed
-    from dstack.sharing import publish_run
+    from dstack.sharing import claim_run
     from dstack.state.records import NewJob
 
     state, store = session.state, session.store
@@ -85,7 +86,7 @@ def resubmit(
     jobs = [NewJob(j.workflow, j.spec, j.upstream, placed[j.workflow]) for j in olds]
 
     def create() -> str:
-        created = state.create_run(
+        return state.create_run(
             workflow=old.workflow,
             repo_dir=old.repo_dir,
             args=old.args,
@@ -95,10 +96,8 @@ def resubmit(
             jobs=jobs,
             detached=detached,
             placement=old.placement,
-            taken=store.has_run,
+            claim=partial(claim_run, state, store),
         )
-        publish_run(state, store, created)
-        return created
 
     name = create_reviewed(session, jobs, create, confirm, notes)
     return Submitted(name, [j.workflow for j in jobs], str(old.snapshot["digest"]))

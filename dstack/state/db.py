@@ -59,14 +59,14 @@ class State:
         jobs: Sequence[NewJob],
         detached: bool = False,
         placement: Scope | None = None,
-        taken: Callable[[str], bool] | None = None,
+        claim: Callable[[str], bool] | None = None,
     ) -> str:
         """Insert a run and its jobs (in topological order) atomically; returns the run name.
-        ``taken`` tells whether a name is used elsewhere (by a teammate sharing the store)."""
+        ``claim(name)`` then takes the name where teammates see it (a create-only write of the
+        run's record in a shared store): False when one of them has it, and the run is made
+        again under another name; an error removes the run and is raised."""
         for _ in range(100):
             candidate = new_run_name()
-            if taken is not None and taken(candidate):
-                continue
             try:
                 with self.transaction() as c:
                     c.execute(
@@ -101,9 +101,15 @@ class State:
                             for i, job in enumerate(jobs)
                         ],
                     )
-                return candidate
             except sqlite3.IntegrityError:
                 continue
+            try:
+                if claim is None or claim(candidate):
+                    return candidate
+            except BaseException:
+                self.delete_run(candidate)
+                raise
+            self.delete_run(candidate)
         raise RunStateError("Could not find a free run name.")
 
     def run(self, name: str) -> RunRecord:

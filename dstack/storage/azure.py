@@ -99,6 +99,46 @@ class AzureObjectStore(BucketObjectStore):
     def _exists(self, name: str) -> bool:
         return bool(self.container.get_blob_client(name).exists())
 
+    def _read_versioned(self, name: str) -> tuple[bytes, str] | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            download = self.container.download_blob(name)
+        except ResourceNotFoundError as e:
+            if getattr(e, "error_code", None) == "ContainerNotFound":
+                raise
+            return None
+        return download.readall(), str(download.properties.etag)
+
+    def _put_if(self, name: str, data: bytes, version: str | None) -> bool:
+        """overwrite=False creates only; an ETag with IfNotModified replaces only that
+        version (412 ConditionNotMet otherwise, or BlobNotFound when it is gone)."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import (
+            ResourceExistsError,
+            ResourceModifiedError,
+            ResourceNotFoundError,
+        )
+
+        blob = self.container.get_blob_client(name)
+        try:
+            if version is None:
+                blob.upload_blob(data, overwrite=False)
+            else:
+                blob.upload_blob(
+                    data,
+                    overwrite=True,
+                    etag=version,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except (ResourceExistsError, ResourceModifiedError):
+            return False
+        except ResourceNotFoundError as e:
+            if version is None or getattr(e, "error_code", None) == "ContainerNotFound":
+                raise
+            return False
+        return True
+
     def _delete(self, name: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError
 

@@ -62,6 +62,14 @@ class BucketObjectStore(ObjectStore):
         with self._errors("list", prefix):
             return [name[cut:] for name in islice(self._names(self._key(prefix), limit), limit)]
 
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        with self._errors("read", key):
+            return self._read_versioned(self._key(key))
+
+    def _write_if(self, key: str, data: bytes, version: str | None) -> bool:
+        with self._errors("write", key):
+            return self._put_if(self._key(key), data, version)
+
     @abstractmethod
     def _errors(self, action: str, key: str = "") -> AbstractContextManager[None]:
         """SDK exceptions become one clear sentence naming the object and what to do."""
@@ -86,6 +94,14 @@ class BucketObjectStore(ObjectStore):
     @abstractmethod
     def _delete(self, name: str) -> None:
         """Delete the object; quietly when it is not there."""
+
+    @abstractmethod
+    def _read_versioned(self, name: str) -> tuple[bytes, str] | None:
+        """The bytes and the server's version of them (ETag, generation); None when absent."""
+
+    @abstractmethod
+    def _put_if(self, name: str, data: bytes, version: str | None) -> bool:
+        """The server's own conditional write; False when it refused it (412, 409)."""
 
     @abstractmethod
     def _names(self, prefix: str, limit: int | None) -> Iterable[str]:

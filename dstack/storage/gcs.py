@@ -95,6 +95,28 @@ class GCSObjectStore(BucketObjectStore):
     def _exists(self, name: str) -> bool:
         return bool(self.bucket.blob(name).exists())
 
+    def _read_versioned(self, name: str) -> tuple[bytes, str] | None:
+        """The generation comes with the bytes (x-goog-generation)."""
+        from google.api_core.exceptions import NotFound
+
+        blob = self.bucket.blob(name)
+        try:
+            data: bytes = blob.download_as_bytes()
+        except NotFound:
+            return None
+        return data, str(blob.generation)
+
+    def _put_if(self, name: str, data: bytes, version: str | None) -> bool:
+        """if_generation_match: 0 creates only, a generation replaces only that one."""
+        from google.api_core.exceptions import PreconditionFailed
+
+        match = 0 if version is None else int(version)
+        try:
+            self.bucket.blob(name).upload_from_string(data, if_generation_match=match)
+        except PreconditionFailed:
+            return False
+        return True
+
     def _delete(self, name: str) -> None:
         from google.api_core.exceptions import NotFound
 

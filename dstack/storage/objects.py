@@ -19,6 +19,7 @@ from typing import Protocol
 from dstack.atomic import write_bytes_atomic
 from dstack.errors import ContentMismatch, StoreError
 from dstack.spec.names import shown
+from dstack.storage.lock import locked
 
 Progress = Callable[[int], None]  # called with a number of bytes just moved
 Span = tuple[int, int]  # (offset, length): a part of a file stored as its own object
@@ -110,6 +111,24 @@ class ObjectStore(ABC):
     @abstractmethod
     def ensure_bucket(self) -> list[str]:
         """Create the bucket (versioned) or folder when missing; returns what was done."""
+
+    @abstractmethod
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and its version (what put_if compares); None when absent."""
+
+    def put_if(self, key: str, data: bytes, version: str | None) -> bool:
+        """Write ``data`` only while the object is at ``version`` (as read_versioned said), or,
+        with None, only while there is none: atomic against all writers using put_if. False
+        when another write came first. A refused write finding its very bytes there was this
+        one, sent twice by an SDK that lost the first answer (dstack's records carry a time)."""
+        if self._write_if(key, data, version):
+            return True
+        found = self.read_versioned(key)
+        return found is not None and found[0] == data
+
+    @abstractmethod
+    def _write_if(self, key: str, data: bytes, version: str | None) -> bool:
+        """put_if, as the store itself does it: False when it refused the write."""
 
 
 class LocalObjectStore(ObjectStore):
@@ -204,6 +223,31 @@ class LocalObjectStore(ObjectStore):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The version is the content's sha256 (as S3's ETag is a small object's MD5)."""
+        try:
+            data = self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def _write_if(self, key: str, data: bytes, version: str | None) -> bool:
+        """Create: hard-link a finished temp file. Update: compare, replace, under a lock."""
+        path, fd, tmp = self._atomic_target(key)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            if version is None:
+                return _commit_once(tmp, path)
+            with locked(self.root / ".lock"):  # a dot: never listed
+                found = self.read_versioned(key)
+                if found is None or found[1] != version:
+                    return False
+                os.replace(tmp, path)
+                return True
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
     def keys(self, prefix: str, limit: int | None = None) -> list[str]:
         base = self._path(prefix)
         if not base.is_dir():
@@ -216,11 +260,14 @@ class LocalObjectStore(ObjectStore):
         return keys[:limit] if limit is not None else keys
 
 
-def _commit_once(tmp: str, path: Path) -> None:
-    """Give the finished temp file its content-addressed name unless the name is taken
-    (a blob is written once: the one already there is never replaced)."""
-    with contextlib.suppress(FileExistsError):
+def _commit_once(tmp: str, path: Path) -> bool:
+    """Give the finished temp file its name unless the name is taken (a blob is written once:
+    the one already there is never replaced); whether it got it."""
+    try:
         os.link(tmp, path)
+    except FileExistsError:
+        return False
+    return True
 
 
 class Window(io.RawIOBase):

@@ -161,9 +161,36 @@ class S3ObjectStore(BucketObjectStore):
             self.client.head_object(Bucket=self.bucket_name, Key=name)
             return True
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _code(e) in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise
+
+    def _read_versioned(self, name: str) -> tuple[bytes, str] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            got = self.client.get_object(Bucket=self.bucket_name, Key=name)
+        except ClientError as e:
+            if _code(e) in ("NoSuchKey", "404"):
+                return None
+            raise
+        return got["Body"].read(), str(got["ETag"])
+
+    def _put_if(self, name: str, data: bytes, version: str | None) -> bool:
+        """If-None-Match: * creates only; If-Match: ETAG replaces only that version. 412: the
+        condition failed; 409: another conditional write of the key is under way; NoSuchKey
+        (If-Match on AWS): the version read is gone."""
+        from botocore.exceptions import ClientError
+
+        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        try:
+            self.client.put_object(Bucket=self.bucket_name, Key=name, Body=data, **condition)
+        except ClientError as e:
+            lost = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey")
+            if _code(e) in lost:
+                return False
+            raise
+        return True
 
     def _delete(self, name: str) -> None:
         self.client.delete_object(Bucket=self.bucket_name, Key=name)
@@ -186,7 +213,7 @@ class S3ObjectStore(BucketObjectStore):
             try:  # a listing, not HEAD: its error body tells bad keys from missing rights
                 self.client.list_objects_v2(Bucket=self.bucket_name, MaxKeys=1)
             except ClientError as e:
-                if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+                if _code(e) not in ("404", "NoSuchBucket"):
                     raise
                 region = self.region or self.client.meta.region_name
                 kwargs: dict[str, Any] = {"Bucket": self.bucket_name}
@@ -222,7 +249,7 @@ def _write_once(write_once: bool) -> Iterator[_Put]:
     try:
         yield put
     except ClientError as e:
-        code = str(e.response.get("Error", {}).get("Code", ""))
+        code = _code(e)
         if write_once and code in ("ConditionalRequestConflict", "409"):
             put.conflict = True
         elif not (write_once and code in ("PreconditionFailed", "412")):
@@ -241,6 +268,10 @@ class _Progress:
     def on_queued(self, **kwargs: Any) -> None: ...
 
     def on_done(self, **kwargs: Any) -> None: ...
+
+
+def _code(e: Any) -> str:
+    return str(e.response.get("Error", {}).get("Code", ""))
 
 
 def _client_error(e: Any, action: str, where: str, store: S3ObjectStore) -> StoreError:

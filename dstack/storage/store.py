@@ -5,8 +5,13 @@ Layout (the same in a folder and in a bucket):
   blobs/ab/cdef…           file contents by sha256, written once
   snapshots/DIGEST.json    code snapshots (manifests)
   manifests/RUN/JOB.json   a job's artifacts; written last, in one put, so never half-visible
-  runs/RUN.json            what a teammate needs to list a run and fetch its artifacts
-  tags/TAG/TIME-ID.json    a tag's history, one immutable event per change (dstack.tags)
+  runs/RUN.json            what a teammate needs to list a run and fetch its artifacts; created
+                           only where no record is (the run's name is claimed by creating it),
+                           then changed only by compare-and-swap (ObjectStore.put_if)
+  tags/TAG/N.json          a tag's history, one immutable event per change, each created only
+                           under the next free number (dstack.tags); older events are named
+                           TIME-ID.json and sort before the numbers that continue them
+  .lock                    in a folder store only: the lock of its compare-and-swap updates
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ def run_key(run: str) -> str:
 
 class Store:
     def __init__(self, objects: ObjectStore, home: Home | None = None) -> None:
-        self.objects = objects
+        self.objects, self.home = objects, home
         self.shared = home is None or objects.url != home.store_dir.absolute().as_uri()
         if objects.remote and home is not None:
             known = home.root / "cache" / "known-blobs" / _digest(objects.url)
@@ -68,11 +73,15 @@ class Store:
 
     # shared run records --------------------------------------------------------------
 
-    def put_run(self, record: dict[str, Any]) -> None:
-        self.objects.put_bytes(run_key(record["name"]), json.dumps(record).encode())
+    def read_run(self, name: str) -> tuple[bytes, str] | None:
+        """The run's record as stored (unchecked) and its version; None when there is none."""
+        return self.objects.read_versioned(run_key(name))
 
-    def has_run(self, name: str) -> bool:
-        return self.objects.exists(run_key(name))
+    def put_run(self, record: dict[str, Any], version: str | None) -> bool:
+        """Write the record only over ``version`` (None: only where none is); False when
+        another write came first (dstack.sharing.publish_run reads again and decides)."""
+        data = json.dumps(record).encode()
+        return self.objects.put_if(run_key(record["name"]), data, version)
 
     def run_names(self) -> list[str]:
         return [k[5:-5] for k in self.objects.keys("runs/") if k.endswith(".json")]
