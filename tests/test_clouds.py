@@ -183,7 +183,7 @@ def test_a_failing_job_still_destroys_its_host(cloud: Project, sshd_hosts: list[
     assert_torn_down(cloud, sshd_hosts[0])
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_while_the_job_runs_destroys_the_host(
     cloud: Project, sshd_hosts: list[SSHServer], signum: int
 ) -> None:

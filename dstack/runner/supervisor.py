@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from types import FrameType
+from functools import partial
 from typing import TextIO
 
 from dstack.backends.base import Backend, Context
@@ -26,6 +25,7 @@ from dstack.logs_setup import masker, run_log, run_log_path
 from dstack.runner.acquire import HostTaker, Placed
 from dstack.runner.finish import fail_pending, finish_job, finish_run, saved_note
 from dstack.runner.inputs import Input, external_inputs, upstream_inputs
+from dstack.runner.interrupts import Interrupts
 from dstack.runner.jobstart import start_job
 from dstack.runner.live import LiveSaver, new_log_bytes
 from dstack.runner.logs import LogReader, format_line
@@ -82,11 +82,15 @@ class Supervisor:
         self.backends = open_all(Context(home, state, store, self._note))
         self.hosts = HostTaker(self.backends, state, self._note)
         self.live = LiveSaver(store, state, self.cache)
+        self.interrupts = Interrupts()
 
     # the loop ---------------------------------------------------------------------------
 
     def run(self) -> int:
-        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        with self.interrupts:  # until the run is recorded as ended
+            return self._supervise()
+
+    def _supervise(self) -> int:
         run = self.state.run(self.run_name)
         self.state.update_run(
             self.run_name,
@@ -106,15 +110,13 @@ class Supervisor:
             log.error("run %s failed: %s", self.run_name, failure, extra={"file_only": True})
             self._stop_all(abort=True, failure=failure)
         finally:
-            signal.signal(signal.SIGTERM, previous)
             self.forwards.close()
             for executor in self.opened:
                 executor.close()
             for backend in self._used_backends():  # hosts of jobs that never started
-                backend.finish(self.run_name)
-        status, code = finish_run(
-            self.state, self.store, self.run_name, run.workflow, self.stopping is not None
-        )
+                self.interrupts.taking_ctrl_c(partial(backend.finish, self.run_name))
+        stopped = self.stopping is not None or self.interrupts.requested is not None
+        status, code = finish_run(self.state, self.store, self.run_name, run.workflow, stopped)
         log.info("run %s %s (exit code %d)", self.run_name, status, code)
         if crash is not None:
             raise crash
@@ -162,7 +164,7 @@ class Supervisor:
         idle = 0.005
         last_check = 0.0
         while True:
-            if self.stopping is not None:  # SIGTERM arrived
+            if self.interrupts.requested is not None:  # SIGTERM or Ctrl-C arrived
                 raise StopRequested
             now = time.monotonic()
             if now - last_check > 0.2:
@@ -179,11 +181,6 @@ class Supervisor:
                 return
             idle = 0.005 if progressed else min(idle * 2, 0.1)
             time.sleep(idle)
-
-    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        """Noted only: the loop stops at its next turn, never amid an SSH exchange or a write."""
-        if self.stopping is None:
-            self.stopping = "stop"
 
     # starting ---------------------------------------------------------------------------
 
@@ -322,7 +319,8 @@ class Supervisor:
         del self.running[item.job.workflow]
         if done.manifest is not None:
             self._note(saved_note(item.job.workflow, done.manifest, self.store.url))
-        item.backend.release(item.job, done.files_safe, item.executor)
+        release = partial(item.backend.release, item.job, done.files_safe, item.executor)
+        self.interrupts.taking_ctrl_c(release)  # a host's teardown goes on through Ctrl-C
         item.executor.close()
         if done.status == "failed":
             error = next(
@@ -343,9 +341,11 @@ class Supervisor:
                 + ("" if abort else " (Ctrl-C again to kill at once)")
             )
         for item in list(self.running.values()):
+            abort = abort or self.interrupts.requested == "abort"
             try:
-                item.handle.stop(abort=abort)
-            except KeyboardInterrupt:
+                self.interrupts.taking_ctrl_c(partial(item.handle.stop, abort=abort))
+            except KeyboardInterrupt:  # Ctrl-C again: killed at once, over a new connection
+                item.executor.close()  # (the interrupt may have cut an SSH exchange short)
                 item.handle.stop(abort=True)
             except (DstackError, OSError) as e:
                 log.warning("could not stop %s: %s", item.job.workflow, describe(e))
