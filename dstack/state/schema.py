@@ -114,11 +114,12 @@ def connect(path: Path) -> sqlite3.Connection:
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """BEGIN IMMEDIATE: take the write lock up front so concurrent writers queue, never deadlock."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    try:  # BEGIN inside: a Ctrl-C just after it must not leave the write lock held
+        conn.execute("BEGIN IMMEDIATE")
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
 
