@@ -35,7 +35,9 @@ while IFS=$'\t' read -r kind value path; do
     links+=("$path")
   else
     [[ $kind =~ ^[0-9a-f]{64}$ && $value =~ ^[0-7]{1,3}$ ]] || refuse "the entry $(printf %q "$path")"
-    cp -- "$blobs/$kind" "$path" && chmod -- "$value" "$path" || exit 1
+    # cat, not cp: it reads the blob it opened to the end, even if a writer replaces a
+    # damaged one by a rename meanwhile (cp gives up on a file replaced while copied)
+    cat -- "$blobs/$kind" > "$path" && chmod -- "$value" "$path" || exit 1
   fi
 done
 for link in "${links[@]}"; do

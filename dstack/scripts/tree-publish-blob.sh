@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # library: blob-lib.sh
 # Puts a blob uploaded to TEMP (a name no other writer uses) in its place SHA256 in the cache
-# CACHE, in one rename, once its content hashes to its name (KIND: plain or tree, as for
-# blob_digest). Writers of the same blob at once each rename their own whole copy; the last
-# rename wins and every reader sees a whole blob. A damaged upload is removed and refused:
-# exit 3 and a line on stderr.
+# CACHE, once its content hashes to its name (KIND: plain or tree, as for blob_digest), by a
+# link that fails when the name is taken: of writers of one blob at once the first wins, and a
+# good blob is never replaced while a job may be copying it. Only a damaged one is replaced, in
+# one rename. A damaged upload is removed and refused: exit 3 and a line on stderr.
 # Usage: tree-publish-blob.sh CACHE SHA256 TEMP KIND
 cd "$1" || exit 1
 sha=$2 temp=$3 kind=$4
@@ -17,4 +17,7 @@ if ! blob_ok "$temp" "$sha" "$kind"; then
   printf 'refused blob %s: the uploaded copy does not hash to its name\n' "$sha" >&2
   exit 3
 fi
-mv -f -- "$temp" "$sha"
+if ! ln -- "$temp" "$sha" 2>/dev/null && ! blob_ok "$sha" "$sha" "$kind"; then
+  mv -f -- "$temp" "$sha"
+fi
+rm -f -- "$temp"
