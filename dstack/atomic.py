@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 TEMP_PREFIX = ".tmp-"
@@ -19,28 +20,27 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """The same for bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _commit(path, data, os.replace)
 
 
 def write_once(path: Path, text: str) -> bool:
     """Write ``path`` whole unless it exists (then leave it, and say False): of processes
     racing to create it, exactly one wins and none sees a half-written file."""
+    try:
+        _commit(path, text.encode(), os.link)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _commit(path: Path, data: bytes, name: Callable[[str, Path], None]) -> None:
+    """``data`` in a temp file (0600) beside ``path``, then given its name by ``name``: a
+    rename over it, or a link that fails when it exists."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.")
     try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-        os.link(tmp, path)
-        return True
-    except FileExistsError:
-        return False
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        name(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
