@@ -120,7 +120,8 @@ def test_an_upload_that_does_not_hash_to_its_name_is_refused(host: Host) -> None
     host.server.ssh(f"mkdir -p {cache} && printf damaged > {cache}/{temp}")
     remote = host.remote()
     try:
-        code, _, err = remote.run_script("tree-publish-blob.sh", cache, claimed, temp, "plain")
+        line = f"{claimed} {temp} plain\n".encode()
+        code, _, err = remote.run_script("tree-publish-blobs.sh", cache, data=line)
     finally:
         remote.close()
     assert code == 3 and b"does not hash to its name" in err

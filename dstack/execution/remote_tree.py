@@ -21,8 +21,14 @@ def place_on_host(
     wanted = sorted({e.sha256 for e in entries if e.link is None})
     asked = "\n".join(f"{sha} tree" if sha in chunks else sha for sha in wanted).encode()
     missing = _run_checked(remote, asked, "tree-missing-blobs.sh", cache_dir)
-    for sha in set(missing.decode().split()) & set(wanted):  # a host's answer is untrusted
+    uploads = [
         _upload_blob(remote, blobs, cache_dir, sha, chunks.get(sha))
+        for sha in sorted(set(missing.decode().split()) & set(wanted))  # the host's answer
+    ]  # is untrusted; all published by one command (a code tree has thousands of blobs)
+    if uploads:
+        hint = "the copy was damaged on its way or on the host's disk; run again"
+        published = "\n".join(uploads).encode()
+        _run_checked(remote, published, "tree-publish-blobs.sh", cache_dir, hint=hint)
     lines = [
         f"L\t{e.link}\t{e.path}" if e.link is not None else f"{e.sha256}\t{e.mode:o}\t{e.path}"
         for e in entries
@@ -54,14 +60,13 @@ def _run_checked(
 
 def _upload_blob(
     remote: Remote, blobs: BlobStore, cache_dir: str, sha: str, chunks: tuple[str, ...] | None
-) -> None:
+) -> str:
     """Upload the blob under a name of its own (other laptops may upload the same blob to
-    the same cache at once), then let the host check its digest and rename it into place."""
+    the same cache at once); the line that asks tree-publish-blobs.sh to check its digest
+    and put it in place."""
     temp = f".tmp-{sha}.{os.getpid()}-{secrets.token_hex(6)}"
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / sha
         blobs.get(sha, local, sha, keep=True, chunks=chunks)
         remote.put(local, f"{cache_dir}/{temp}")
-    kind = "tree" if chunks else "plain"
-    hint = "the copy was damaged on its way or on the host's disk; run again"
-    _run_checked(remote, b"", "tree-publish-blob.sh", cache_dir, sha, temp, kind, hint=hint)
+    return f"{sha} {temp} {'tree' if chunks else 'plain'}"
