@@ -20,6 +20,7 @@ pulumi:
 store:                            # shared, versioned artifacts (default: DSTACK_HOME/store)
   url: s3://my-bucket/dstack      # or gs://bucket/prefix, az://container/prefix, file:///path
   region: eu-west-1               # s3: region, profile, endpoint_url (S3-compatible servers)
+  direct: true                    # hosts write their jobs' data to it themselves (an agent)
 ```
 """
 

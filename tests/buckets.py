@@ -27,12 +27,14 @@ AZURITE_KEY = (
 )
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
+def _wait_port(
+    port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 60, ip: str = "127.0.0.1"
+) -> None:
     def accepts() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((ip, port), timeout=0.5):
                 return True
         except OSError:
             return False
@@ -57,9 +59,12 @@ class Service:
 class SeaweedS3(Service):
     """`weed mini` with its S3 gateway on ``self.port``."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], ports: dict[str, int]) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], ports: dict[str, int], ip: str = "127.0.0.1"
+    ) -> None:
         super().__init__(proc, ports["s3"])
         self.ports = ports  # all of them: its unix sockets are named after them
+        self.ip = ip
 
     def stop(self) -> None:
         super().stop()
@@ -69,7 +74,7 @@ class SeaweedS3(Service):
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.ip}:{self.port}"
 
     def env(self, keys: tuple[str, str] = ADMIN) -> dict[str, str]:
         return {
@@ -92,7 +97,9 @@ class SeaweedS3(Service):
         )
 
 
-def start_seaweedfs(workdir: Path) -> SeaweedS3:
+def start_seaweedfs(workdir: Path, ip: str = "127.0.0.1") -> SeaweedS3:
+    """``ip``: the address it listens on; a namespace host reaches it on the outside end of
+    its veth pair (TEST-SERVICES.md), and this machine reaches it there too."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "s3.json"
     config.write_text(
@@ -121,8 +128,8 @@ def start_seaweedfs(workdir: Path) -> SeaweedS3:
         str(BIN / "weed"),
         "mini",
         f"-dir={workdir / 'data'}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
+        f"-ip={ip}",
+        f"-ip.bind={ip}",
         "-admin.ui=false",
         "-webdav=false",
         f"-s3.config={config}",
@@ -134,8 +141,8 @@ def start_seaweedfs(workdir: Path) -> SeaweedS3:
     (workdir / "data").mkdir(exist_ok=True)
     log = open(workdir / "weed.log", "wb")  # noqa: SIM115 - the server outlives this function
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-    server = SeaweedS3(proc, ports)
-    _wait_port(server.port, proc, "SeaweedFS")
+    server = SeaweedS3(proc, ports, ip)
+    _wait_port(server.port, proc, "SeaweedFS", ip=ip)
     _wait_s3_ready(server)
     return server
 
@@ -204,7 +211,7 @@ def start_azurite(workdir: Path) -> Azurite:
 class GCSEmulator(Service):
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.ip}:{self.port}"
 
 
 def start_gcs_emulator(workdir: Path) -> GCSEmulator:

@@ -10,12 +10,14 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
+    from buckets import SeaweedS3
     from sshd import SSHServer
 
 # Started in the background by a non-interactive shell, pytest inherits SIGINT ignored, and so
@@ -194,6 +196,37 @@ def sshd_hosts() -> Iterator[list[SSHServer]]:
             server.stop()
         for space in spaces:
             space.delete()
+
+
+@dataclass(frozen=True)
+class AgentLab:
+    """A host that reaches the bucket directly, as a cloud VM reaches its region's bucket."""
+
+    host: SSHServer  # sshd in its own network namespace
+    s3: SeaweedS3  # listening on the outside end of that namespace's veth pair
+
+
+@pytest.fixture(scope="session")
+def agent_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentLab]:
+    """A namespace host and a SeaweedFS it can reach (TEST-SERVICES.md: "Hosts that reach the
+    bucket directly"); this machine reaches the server at the same address, so presigned
+    requests carry one Host everywhere. Everything is removed after."""
+    from buckets import start_seaweedfs
+    from sshd import add_netns, make_server
+
+    space = add_netns(3)
+    server: SSHServer | None = None
+    s3: SeaweedS3 | None = None
+    try:
+        server = make_server("h3", "dstacktest3", space.inside, netns=space.name)
+        s3 = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs-lab"), ip=space.outside)
+        yield AgentLab(server, s3)
+    finally:
+        if s3 is not None:
+            s3.stop()
+        if server is not None:
+            server.stop()
+        space.delete()
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,14 @@ import shlex
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from dstack.errors import SpecError
 from dstack.secrets import MASK, env_name_problem, mask_pieces
 from dstack.storage.manifest import Entry, StatCache
+
+if TYPE_CHECKING:
+    from dstack.agent.config import AgentConfig
 
 # The files of a job's folder; dstack/scripts/wrapper.sh and the job-*.sh scripts name them too.
 LOG, PID, RC, ENV = "log", "pid", "rc", "env.sh"
@@ -47,6 +51,21 @@ def env_script(env: dict[str, str]) -> str:
 
 
 @dataclass(frozen=True)
+class AgentSeen:
+    """A job's agent as its host shows it: the status it last wrote (agent-status.json,
+    unchecked: it comes from the host) and whether it still runs."""
+
+    status: dict[str, Any]
+    alive: bool
+
+    @property
+    def state(self) -> str:
+        """starting, running, buffering (the store does not answer), sealed or seal-failed."""
+        value = self.status.get("state")
+        return value if isinstance(value, str) else ""
+
+
+@dataclass(frozen=True)
 class JobExit:
     """How a job ended: its exit code, and why when it did not end by itself."""
 
@@ -75,6 +94,8 @@ class JobHandle(ABC):
 
 class Executor(ABC):
     """Runs jobs on one host."""
+
+    runs_agents = False  # whether a dstack agent can run next to its jobs (dstack.agent)
 
     @abstractmethod
     def host_name(self) -> str: ...
@@ -117,6 +138,17 @@ class Executor(ABC):
 
     def close(self) -> None:
         """Let go of connections to the host."""
+
+    def start_agent(self, job_dir: str, config: AgentConfig) -> str | None:
+        """Start the job's agent; None once it runs and has written to the store, else why
+        the job's log and artifacts go through this machine instead."""
+        return "its host runs no agent"
+
+    def ensure_agent(self, job_dir: str) -> None:
+        """Start the job's agent again when it is gone: it resumes where it stopped."""
+
+    def agent_status(self, job_dir: str) -> AgentSeen:
+        return AgentSeen({}, alive=False)
 
     def cleanup(self, job_dir: str) -> None:
         """Remove the job's folder once its artifacts and log are safe (hosts only)."""

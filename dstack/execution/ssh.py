@@ -7,19 +7,25 @@ Artifacts come back the same way: only files whose hash the store lacks are down
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
+import logging
+import os
 import re
 import shlex
 import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from dstack.execution.base import (
     ENV,
     WRAPPER,
+    AgentSeen,
     Executor,
     JobExit,
     JobHandle,
@@ -35,6 +41,11 @@ from dstack.ssh.remote import Remote
 from dstack.storage.blobs import file_sha256
 from dstack.storage.manifest import Entry, StatCache, safe_relative, scan_files
 from dstack.storage.store import Store
+
+if TYPE_CHECKING:
+    from dstack.agent.config import AgentConfig
+
+log = logging.getLogger(__name__)
 
 _FIELDS = 6  # per file listed by tree-list.sh
 # Paths OpenSSH takes verbatim in -i and -o: no blanks (word splitting), no quotes, and no
@@ -83,6 +94,8 @@ class SSHJob(JobHandle):
 
 
 class SSHExecutor(Executor):
+    runs_agents = True
+
     def __init__(
         self,
         host: SSHHost,
@@ -258,6 +271,56 @@ class SSHExecutor(Executor):
 
     def close(self) -> None:
         self.remote.close()
+
+    # the job's agent ------------------------------------------------------------------------
+
+    def start_agent(self, job_dir: str, config: AgentConfig) -> str | None:
+        where = self.host.address.label
+        staged = self._stage_agent()
+        if staged is None:
+            return f"{where} has no python3 >= 3.9 for dstack's agent"
+        known = (
+            f"{self.root}/agent/known-{hashlib.sha256(config.store_url.encode()).hexdigest()[:16]}"
+        )
+        config = dataclasses.replace(config, known_blobs=known)
+        self.remote.put_bytes(config.to_json().encode(), f"{job_dir}/agent.json", mode=0o600)
+        code, _, err = self.remote.run_script("agent-launch.sh", staged, job_dir, "--check")
+        if code != 0:
+            reason = err.decode(errors="replace").strip()[-300:] or f"exit status {code}"
+            return f"{where} cannot write to {config.store_url}: {reason}"
+        self.remote.check_script("agent-launch.sh", staged, job_dir)
+        return None
+
+    def ensure_agent(self, job_dir: str) -> None:
+        staged = self._stage_agent()
+        if staged is not None:
+            self.remote.check_script("agent-launch.sh", staged, job_dir)
+
+    def agent_status(self, job_dir: str) -> AgentSeen:
+        out = self.remote.check_script("agent-status.sh", job_dir).decode(errors="replace")
+        text, _, alive = out.rstrip().rpartition("\n")
+        try:
+            status = json.loads(text)
+        except ValueError:
+            status = {}
+        return AgentSeen(status if isinstance(status, dict) else {}, alive.strip() == "alive")
+
+    def _stage_agent(self) -> str | None:
+        """The agent's bundle on the host, sent when it is not there; None without python3."""
+        from dstack.execution.agent_bundle import bundle
+
+        data, sha = bundle()
+        path = f"{self.root}/agent/{sha}.pyz"
+        answer = self.remote.check_script("agent-stage.sh", path, sha).decode().strip()
+        if answer == "missing":
+            sent = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            self.remote.check_script("tree-mkdirs.sh", self.root, "agent")
+            self.remote.put_bytes(data, sent)
+            answer = self.remote.check_script("agent-stage.sh", path, sha, sent).decode().strip()
+        if answer == "ready":
+            return path
+        log.info("no agent on %s: %s", self.host.address.label, answer)
+        return None
 
     def cleanup(self, job_dir: str) -> None:
         self.remote.run_script("job-cleanup.sh", job_dir)

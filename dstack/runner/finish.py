@@ -37,9 +37,17 @@ class Finished:
 def seal_artifacts(
     store: Store, executor: Executor, job: JobRecord, complete: bool, cache: StatCache
 ) -> tuple[str, Manifest] | None:
-    """Store every artifact file of the job and write its manifest; partial when not complete.
-    Its key and the manifest, or None when the job declares no artifacts."""
+    """Store every artifact file of the job and write its manifest; partial when not complete
+    (or take the manifest its host's agent sealed). Its key and the manifest, or None when the
+    job declares no artifacts."""
     wf = job.job_spec
+    if job.agent and job.job_dir:
+        from dstack.runner.agents import AgentFailed, sealed_by_agent
+
+        try:
+            return sealed_by_agent(store, executor, job)
+        except AgentFailed as e:  # its files are still on the host: saved from here
+            log.warning("%s: %s; saving its files from this machine", job.workflow, e.message)
     if not wf.artifacts or not job.job_dir:
         return None
     paths = [a.path for a in wf.artifacts]

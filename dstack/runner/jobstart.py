@@ -12,6 +12,7 @@ from dstack import secrets
 from dstack.execution.base import Executor, JobHandle
 from dstack.home import Home
 from dstack.providers.base import HostContext, Provider, get_provider
+from dstack.runner.agents import start_agent
 from dstack.runner.inputs import Input
 from dstack.spec.jobspec import JobSpec
 from dstack.state.records import JobRecord, RunRecord
@@ -27,6 +28,7 @@ class Started:
     ports: list[int]
     url_path: str  # what to append to $PORT_0's URL (a login token): kept out of the state
     record: dict[str, Any]
+    note: str | None  # where its log and artifacts go, when the user should know
 
 
 def start_job(
@@ -52,6 +54,7 @@ def start_job(
     env = job_env(home, run, job, spec, provider, {e.path: e.sha256 for e in tree}, ports)
     script = provider.script(spec, HostContext(ex.venv_cache()))
     handle = ex.start(job_dir, spec.working_dir or ".", script, env)
+    direct, why_not = start_agent(store, ex, run.name, job.workflow, spec, handle, job_dir)
     record = {
         "commit": run.snapshot.get("commit"),
         "branch": run.snapshot.get("branch"),
@@ -63,12 +66,18 @@ def start_job(
         "backend": backend,
         "host": ex.host_name(),
         "ports": ports,
+        "saver": "agent" if direct else "dstack",
         "inputs": [
             {"source": i.source, "manifest": i.manifest, "digest": manifests[i.manifest].digest()}
             for i in inputs
         ],
     }
-    return Started(handle, job_dir, ports, provider.url_path(env), record)
+    note = None
+    if direct:
+        note = f"{ex.host_name()} saves {job.workflow}'s log and artifacts to {store.url} itself"
+    elif why_not:
+        note = f"{job.workflow}'s log and artifacts go through this machine: {why_not}"
+    return Started(handle, job_dir, ports, provider.url_path(env), record, note)
 
 
 def job_env(

@@ -4,11 +4,13 @@ first) and the `mount: true` artifacts, saved as a live manifest whenever they c
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from dstack.errors import DstackError, describe
 from dstack.execution.base import Executor
 from dstack.execution.local import log_bytes
 from dstack.home import Home
+from dstack.runner.agents import AgentWatch
 from dstack.runner.finish import mirror_log
 from dstack.spec.jobspec import JobSpec
 from dstack.state.db import State
@@ -51,13 +53,19 @@ def save_mounts(
 class LiveSaver:
     """Saves each running job's `mount: true` artifacts; when that fails (the store down, a
     full disk) the job goes on, warned about once, and sealing it at its end says whether its
-    files could be saved."""
+    files could be saved. A job whose host agent saves them is only watched (AgentWatch)."""
 
-    def __init__(self, store: Store, state: State, cache: StatCache) -> None:
+    def __init__(
+        self, store: Store, state: State, cache: StatCache, note: Callable[[str], None]
+    ) -> None:
         self.store, self.state, self.cache = store, state, cache
         self.failing: set[str] = set()  # jobs whose live saving fails (warned once)
+        self.agents = AgentWatch(note)
 
     def save(self, executor: Executor, job: JobRecord, spec: JobSpec, saved: bytes) -> bytes:
+        if job.agent:
+            self.agents.look(executor, job)
+            return saved
         try:
             saved = save_mounts(self.store, self.state, executor, job, spec, self.cache, saved)
         except (DstackError, OSError) as e:

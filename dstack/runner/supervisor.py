@@ -81,7 +81,7 @@ class Supervisor:
         self.opened: list[Executor] = []
         self.backends = open_all(Context(home, state, store, self._note))
         self.hosts = HostTaker(self.backends, state, self._note)
-        self.live = LiveSaver(store, state, self.cache)
+        self.live = LiveSaver(store, state, self.cache, self._note)
         self.interrupts = Interrupts()
 
     # the loop ---------------------------------------------------------------------------
@@ -265,6 +265,8 @@ class Supervisor:
         fresh = next(j for j in self.state.jobs(self.run_name) if j.workflow == job.workflow)
         self.running[job.workflow] = Running(fresh, spec, started.handle, ex, placed.backend)
         log.info("%s: started, pid %s in %s", job.workflow, started.handle.pid, started.job_dir)
+        if started.note:
+            self._note(started.note)
         if started.ports:
             access = save_access(self.home, self.run_name, job.workflow, started.url_path)
             self._open_ports(fresh, started.ports, access)
@@ -335,11 +337,8 @@ class Supervisor:
         if failure is None:
             self.stopping = self.stopping or ("abort" if abort else "stop")
         if self.running:
-            self._note(
-                "stopping "
-                + ", ".join(self.running)
-                + ("" if abort else " (Ctrl-C again to kill at once)")
-            )
+            again = "" if abort else " (Ctrl-C again to kill at once)"
+            self._note(f"stopping {', '.join(self.running)}{again}")
         for item in list(self.running.values()):
             abort = abort or self.interrupts.requested == "abort"
             try:

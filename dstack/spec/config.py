@@ -58,6 +58,12 @@ class StoreSettings(_Strict):
     profile: str | None = Field(None, description="AWS profile for s3://")
     project: str | None = Field(None, description="Google Cloud project for gs://")
     account: str | None = Field(None, description="Azure storage account for az://")
+    direct: bool = Field(
+        True,
+        description="hosts that can reach the store write their jobs' logs and artifacts to "
+        "it themselves, through an agent with upload rights for the run only (false: all "
+        "of it passes through this machine)",
+    )
 
     @field_validator("url")
     @classmethod

@@ -123,6 +123,11 @@ class JobRecord(Record):
         return str(value) if value else None
 
     @property
+    def agent(self) -> bool:
+        """Whether an agent on its host saves its log and artifacts to the store."""
+        return self.record.get("saver") == "agent"
+
+    @property
     def ports(self) -> list[int]:
         """The host's ports given to the job ($PORT_0...)."""
         return [int(p) for p in self.record.get("ports") or []]

@@ -14,7 +14,7 @@ from typing import Any
 
 from dstack.errors import StoreError
 from dstack.storage.bucket import BucketObjectStore
-from dstack.storage.objects import Upload
+from dstack.storage.upload import Upload
 
 INSTALL_HINT = "install the Azure Blob extra: pip install 'dstack[azblob]'"
 

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dstack.errors import ContentMismatch, StoreError
-from dstack.storage.objects import Meter, ObjectStore, Span, open_span
+from dstack.storage.objects import Meter, ObjectStore
 from dstack.storage.tree import check_sha
+from dstack.storage.upload import Span, open_span
 
 CHUNK = 1 << 20  # read size
 CHUNK_SIZE = 32 << 20  # files larger than this go to remote stores as chunks of this size
@@ -127,7 +128,8 @@ class BlobStore:
             keys = sorted(unknown_left)
             with ThreadPoolExecutor(self.objects.parallelism) as pool:
                 found = pool.map(lambda s: self.objects.exists(blob_key(s)), keys)
-                present |= {s for s, there in zip(keys, found, strict=True) if there}
+                found_by = dict(zip(keys, found))  # noqa: B905 - no strict=: agents run Python 3.9
+                present |= {s for s, there in found_by.items() if there}
         self.known.add(present)
         return unknown - present
 

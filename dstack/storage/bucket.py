@@ -12,7 +12,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from itertools import islice
 
-from dstack.storage.objects import ObjectStore, Upload, check_key
+from dstack.storage.objects import ObjectStore, check_key
+from dstack.storage.upload import Upload
 
 
 class BucketObjectStore(ObjectStore):

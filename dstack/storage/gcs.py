@@ -11,7 +11,7 @@ from contextlib import contextmanager, suppress
 
 from dstack.errors import StoreError
 from dstack.storage.bucket import BucketObjectStore
-from dstack.storage.objects import Upload
+from dstack.storage.upload import Upload
 
 CHUNK = 16 * 1024**2  # a multiple of 256 KiB, as resumable uploads require
 INSTALL_HINT = "install the GCS extra: pip install 'dstack[gcs]'"

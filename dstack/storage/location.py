@@ -19,6 +19,7 @@ class StoreLocation:
     profile: str | None = None
     project: str | None = None
     account: str | None = None
+    direct: bool = True  # hosts write to the store themselves where they can (dstack.agent)
 
 
 def split_url(url: str) -> tuple[str, str, str]:

@@ -17,7 +17,7 @@ from dstack.atomic import write_text_atomic
 from dstack.errors import StoreError
 from dstack.spec.names import shown
 from dstack.storage.blobs import BlobStore, Upload, chunk_tree, file_sha256
-from dstack.storage.objects import Meter, Progress
+from dstack.storage.objects import Meter
 from dstack.storage.tree import (
     PERMISSIONS,
     TAMPERED,
@@ -28,6 +28,7 @@ from dstack.storage.tree import (
     escaping_links,
     final_tree,
 )
+from dstack.storage.upload import Progress
 
 
 @dataclass(frozen=True)

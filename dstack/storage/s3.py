@@ -14,12 +14,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dstack.errors import ContentMismatch, StoreError
 from dstack.retry import retry
 from dstack.storage.bucket import BucketObjectStore
-from dstack.storage.objects import Progress, Upload
+from dstack.storage.upload import Progress, Upload
+
+if TYPE_CHECKING:
+    from dstack.agent.poststore import Grant
 
 PART = 32 * 1024**2
 CONFLICT_TRIES = 4  # a 409 while another home writes the same blob: wait for its end
@@ -61,6 +64,7 @@ class S3ObjectStore(BucketObjectStore):
                     # does on https anyway; signing them too would hash every byte once more
                     # on plain-http endpoints. dstack verifies sha256 on every read.
                     s3={"payload_signing_enabled": False},
+                    signature_version="s3v4",  # upload grants too (SigV2 is gone on AWS)
                 ),
             )
         self._manager: Any = None
@@ -191,6 +195,26 @@ class S3ObjectStore(BucketObjectStore):
                 return False
             raise
         return True
+
+    def upload_grants(self, scopes: list[str], seconds: int) -> list[Grant] | None:
+        """One signed POST policy per scope: uploads of keys starting with it, until the
+        expiry, and nothing else (no reads, no listing, no deletes; works on AWS and on
+        S3-compatible servers that implement browser uploads, SeaweedFS and MinIO among them)."""
+        from dstack.agent.poststore import Grant
+
+        root = self._key("")
+        grants = []
+        with self._errors("sign an upload grant for"):
+            for scope in scopes:
+                post = self.client.generate_presigned_post(
+                    self.bucket_name,
+                    f"{root}{scope}${{filename}}",
+                    Conditions=[["starts-with", "$key", f"{root}{scope}"]],
+                    ExpiresIn=seconds,
+                )
+                fields = {k: v for k, v in post["fields"].items() if k != "key"}
+                grants.append(Grant(scope, post["url"], fields, root))
+        return grants
 
     def _delete(self, name: str) -> None:
         self.client.delete_object(Bucket=self.bucket_name, Key=name)

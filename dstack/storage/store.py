@@ -39,8 +39,9 @@ def run_key(run: str) -> str:
 
 
 class Store:
-    def __init__(self, objects: ObjectStore, home: Home | None = None) -> None:
-        self.objects, self.home = objects, home
+    def __init__(self, objects: ObjectStore, home: Home | None = None, direct: bool = True) -> None:
+        """``direct``: whether hosts may write their jobs' data here themselves (dstack.agent)."""
+        self.objects, self.home, self.direct = objects, home, direct
         self.shared = home is None or objects.url != home.store_dir.absolute().as_uri()
         if objects.remote and home is not None:
             known = home.root / "cache" / "known-blobs" / _digest(objects.url)
@@ -54,7 +55,9 @@ class Store:
         from dstack.config import store_location
         from dstack.storage.location import open_objects
 
-        return cls(open_objects(store_location(home), home.store_dir, home.sdk_cache), home)
+        location = store_location(home)
+        objects = open_objects(location, home.store_dir, home.sdk_cache)
+        return cls(objects, home, location is None or location.direct)
 
     @property
     def url(self) -> str:

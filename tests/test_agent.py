@@ -1,0 +1,147 @@
+"""The host agent: a job on a pool host writes its log, status and artifacts straight to the
+bucket, with upload rights for its own run only, and goes on to its end without the laptop.
+
+Real parts: sshd in a network namespace (the host) reaching SeaweedFS on the outside end of
+its veth pair (the bucket), and the dstack CLI in subprocesses (the laptop and a teammate).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+from pathlib import Path
+
+import pytest
+from conftest import AgentLab, Project, wait_for
+from test_buckets import new_bucket, use_s3
+
+from dstack.agent.keys import log_prefix, status_key
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+
+TRAIN = """
+workflows:
+  - name: train
+    commands:
+      - mkdir -p out ckpt
+      - echo "epoch 1"
+      - echo weights > ckpt/w1.bin
+      - until [ -e {gate} ]; do sleep 0.05; done
+      - echo "epoch 2"
+      - head -c 3000000 /dev/urandom > out/model.bin
+      - sha256sum out/model.bin | cut -d' ' -f1 > out/model.sha
+    artifacts: [out, {{path: ckpt, mount: true}}]
+"""
+
+
+class Bucket:
+    """What a test reads of the bucket directly (with the admin key, as a teammate could)."""
+
+    def __init__(self, lab: AgentLab, name: str) -> None:
+        self.client, self.name, self.root = lab.s3.client(), name, "team/"
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            body = self.client.get_object(Bucket=self.name, Key=self.root + key)["Body"]
+        except self.client.exceptions.NoSuchKey:
+            return None
+        return bytes(body.read())
+
+    def keys(self, prefix: str) -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.name, Prefix=self.root + prefix
+        )
+        return [o["Key"][len(self.root) :] for p in pages for o in p.get("Contents", [])]
+
+    def status(self, run: str, job: str) -> dict[str, object]:
+        raw = self.get(status_key(run, job))
+        return json.loads(raw) if raw else {}
+
+    def log(self, run: str, job: str) -> bytes:
+        return b"".join(self.get(k) or b"" for k in sorted(self.keys(log_prefix(run, job))))
+
+
+@pytest.fixture
+def lab_project(project: Project, agent_lab: AgentLab, tmp_path: Path) -> tuple[Project, Bucket]:
+    bucket = new_bucket()
+    use_s3(project, agent_lab.s3, bucket)
+    project.dstack(*agent_lab.host.pool_add_args("box"), check=True)
+    return project, Bucket(agent_lab, bucket)
+
+
+def gate_file(lab: AgentLab, tmp_path: Path) -> Path:
+    """A file the test creates to let the job go on (in a folder the host user can reach)."""
+    folder = lab.host.home / "gates"
+    folder.mkdir(exist_ok=True)
+    os.chmod(folder, 0o777)
+    return folder / f"go-{tmp_path.name}"
+
+
+def test_the_host_saves_the_log_and_artifacts_to_the_bucket_itself(
+    lab_project: tuple[Project, Bucket], agent_lab: AgentLab, tmp_path: Path
+) -> None:
+    project, bucket = lab_project
+    gate = gate_file(agent_lab, tmp_path)
+    project.workflows(TRAIN.format(gate=gate))
+    proc = project.popen("run", "train", "--host", "box")
+    wait_for(lambda: project.ps() and project.ps()[0]["status"] == "running", 60, what="start")
+    run = project.ps()[0]["name"]
+    # while it runs: the log and the live checkpoint reach the bucket from the host
+    wait_for(lambda: b"epoch 1" in bucket.log(run, "train"), 30, what="the log in the bucket")
+    wait_for(
+        lambda: b"ckpt/w1.bin" in (bucket.get(f"manifests/{run}/train.json") or b""),
+        30,
+        what="the live checkpoint in the bucket",
+    )
+    assert bucket.status(run, "train")["state"] == "running"
+    gate.touch()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "epoch 2" in out
+    assert f"box saves train's log and artifacts to s3://{bucket.name}/team itself" in err
+    sealed = json.loads(bucket.get(f"manifests/{run}/train.json") or b"{}")
+    assert sealed["state"] == "complete"
+    assert {e["path"] for e in sealed["entries"]} == {"out/model.bin", "out/model.sha", "ckpt/w1.bin"}
+    status = bucket.status(run, "train")
+    assert (status["state"], status["exit_code"], status["host"]) == ("sealed", 0, "box")
+    assert b"epoch 2" in bucket.log(run, "train")
+    # what the host sent is what a teammate gets, checked by its hash
+    dest = tmp_path / "got"
+    project.dstack("artifacts", "download", run, "-o", str(dest), check=True)
+    model = (dest / "out" / "model.bin").read_bytes()
+    assert hashlib.sha256(model).hexdigest() == (dest / "out/model.sha").read_text().strip()
+
+
+def test_the_job_ends_and_is_sealed_with_every_laptop_process_killed(
+    lab_project: tuple[Project, Bucket], agent_lab: AgentLab, tmp_path: Path
+) -> None:
+    project, bucket = lab_project
+    gate = gate_file(agent_lab, tmp_path)
+    project.workflows(TRAIN.format(gate=gate))
+    project.dstack("run", "train", "--host", "box", "-d", check=True)
+    run = project.ps()[0]["name"]
+    wait_for(lambda: b"epoch 1" in bucket.log(run, "train"), 60, what="the log in the bucket")
+    supervisor = project.ps()[0]
+    os.kill(supervisor_pid(project, run), signal.SIGKILL)  # the laptop is gone
+    gate.touch()
+    wait_for(
+        lambda: bucket.status(run, "train").get("state") == "sealed", 60, what="the seal"
+    )
+    assert supervisor["status"] == "running"
+    sealed = json.loads(bucket.get(f"manifests/{run}/train.json") or b"{}")
+    assert sealed["state"] == "complete"
+    assert b"epoch 2" in bucket.log(run, "train")
+    # the laptop comes back: its next command finds the job done, with the sealed manifest
+    wait_for(lambda: project.ps()[0]["status"] == "done", 60, what="the run recorded as done")
+    assert "epoch 2" in project.dstack("logs", run, check=True).stdout
+    listed = json.loads(project.dstack("artifacts", "list", run, "--json", check=True).stdout)
+    assert "out/model.bin" in json.dumps(listed)
+
+
+def supervisor_pid(project: Project, run: str) -> int:
+    with sqlite3.connect(project.home / "state.db") as db:
+        row = db.execute("SELECT supervisor_pid FROM runs WHERE name = ?", (run,)).fetchone()
+    return int(row[0])
