@@ -211,7 +211,7 @@ def start_azurite(workdir: Path) -> Azurite:
 class GCSEmulator(Service):
     @property
     def endpoint(self) -> str:
-        return f"http://{self.ip}:{self.port}"
+        return f"http://127.0.0.1:{self.port}"
 
 
 def start_gcs_emulator(workdir: Path) -> GCSEmulator:

@@ -104,7 +104,11 @@ def test_the_host_saves_the_log_and_artifacts_to_the_bucket_itself(
     assert f"box saves train's log and artifacts to s3://{bucket.name}/team itself" in err
     sealed = json.loads(bucket.get(f"manifests/{run}/train.json") or b"{}")
     assert sealed["state"] == "complete"
-    assert {e["path"] for e in sealed["entries"]} == {"out/model.bin", "out/model.sha", "ckpt/w1.bin"}
+    assert {e["path"] for e in sealed["entries"]} == {
+        "out/model.bin",
+        "out/model.sha",
+        "ckpt/w1.bin",
+    }
     status = bucket.status(run, "train")
     assert (status["state"], status["exit_code"], status["host"]) == ("sealed", 0, "box")
     assert b"epoch 2" in bucket.log(run, "train")
@@ -127,9 +131,7 @@ def test_the_job_ends_and_is_sealed_with_every_laptop_process_killed(
     supervisor = project.ps()[0]
     os.kill(supervisor_pid(project, run), signal.SIGKILL)  # the laptop is gone
     gate.touch()
-    wait_for(
-        lambda: bucket.status(run, "train").get("state") == "sealed", 60, what="the seal"
-    )
+    wait_for(lambda: bucket.status(run, "train").get("state") == "sealed", 60, what="the seal")
     assert supervisor["status"] == "running"
     sealed = json.loads(bucket.get(f"manifests/{run}/train.json") or b"{}")
     assert sealed["state"] == "complete"

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dstack.agent.poststore import Grant
+from dstack.agent.grants import Grant
 
 SEAL_GRACE = 600.0  # seconds the agent keeps trying to seal while the store does not answer
 

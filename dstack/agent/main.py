@@ -29,7 +29,7 @@ from typing import Any
 
 from dstack.agent.config import AgentConfig
 from dstack.agent.keys import log_part_key, status_key
-from dstack.agent.poststore import PostObjectStore
+from dstack.agent.store import GrantedStore
 from dstack.atomic import write_text_atomic
 from dstack.errors import DstackError
 from dstack.storage.blobs import BlobStore
@@ -57,7 +57,7 @@ log = logging.getLogger("dstack.agent")
 class Agent:
     def __init__(self, job_dir: Path, config: AgentConfig) -> None:
         self.dir, self.config = job_dir, config
-        self.store = PostObjectStore(config.grants, config.store_url)
+        self.store = GrantedStore(config.grants, config.store_url)
         self.blobs = BlobStore(self.store, Path(config.known_blobs))
         self.stats = StatCache.load(job_dir / "agent-stats.json")
         state = _read_json(job_dir / STATE)

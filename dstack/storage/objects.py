@@ -20,7 +20,7 @@ from dstack.storage.lock import locked
 from dstack.storage.upload import Progress, Span, Upload
 
 if TYPE_CHECKING:
-    from dstack.agent.poststore import Grant
+    from dstack.agent.grants import Grant
 
 
 class Meter(Protocol):

@@ -22,7 +22,7 @@ from dstack.storage.bucket import BucketObjectStore
 from dstack.storage.upload import Progress, Upload
 
 if TYPE_CHECKING:
-    from dstack.agent.poststore import Grant
+    from dstack.agent.grants import Grant
 
 PART = 32 * 1024**2
 CONFLICT_TRIES = 4  # a 409 while another home writes the same blob: wait for its end
@@ -200,7 +200,7 @@ class S3ObjectStore(BucketObjectStore):
         """One signed POST policy per scope: uploads of keys starting with it, until the
         expiry, and nothing else (no reads, no listing, no deletes; works on AWS and on
         S3-compatible servers that implement browser uploads, SeaweedFS and MinIO among them)."""
-        from dstack.agent.poststore import Grant
+        from dstack.agent.grants import Grant
 
         root = self._key("")
         grants = []
@@ -213,7 +213,7 @@ class S3ObjectStore(BucketObjectStore):
                     ExpiresIn=seconds,
                 )
                 fields = {k: v for k, v in post["fields"].items() if k != "key"}
-                grants.append(Grant(scope, post["url"], fields, root))
+                grants.append(Grant(scope, post["url"], root, "s3-post", fields))
         return grants
 
     def _delete(self, name: str) -> None:
