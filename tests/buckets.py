@@ -164,12 +164,16 @@ def _wait_s3_ready(server: SeaweedS3, timeout: float = 60) -> None:
 
 
 class Azurite(Service):
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, ip: str = "127.0.0.1") -> None:
+        super().__init__(proc, port)
+        self.ip = ip
+
     @property
     def connection_string(self) -> str:
         return (
             "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
             f"AccountKey={AZURITE_KEY};"
-            f"BlobEndpoint=http://127.0.0.1:{self.port}/devstoreaccount1;"
+            f"BlobEndpoint=http://{self.ip}:{self.port}/devstoreaccount1;"
         )
 
 
@@ -195,16 +199,17 @@ def azurite_binary() -> Path:
     return binary
 
 
-def start_azurite(workdir: Path) -> Azurite:
+def start_azurite(workdir: Path, ip: str = "127.0.0.1") -> Azurite:
+    """``ip``: the address it listens on (a namespace host's outside veth address, for one)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    command = [str(azurite_binary()), "--blobHost", "127.0.0.1", "--blobPort", str(port)]
+    command = [str(azurite_binary()), "--blobHost", ip, "--blobPort", str(port)]
     command += ["-l", str(workdir), "--silent", "--disableTelemetry", "--skipApiVersionCheck"]
     command += ["--loose"]
     log = open(workdir / "azurite.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    server = Azurite(proc, port)
-    _wait_port(port, proc, "Azurite")
+    server = Azurite(proc, port, ip)
+    _wait_port(port, proc, "Azurite", ip=ip)
     return server
 
 

@@ -133,6 +133,11 @@ class ObjectStore(ABC):
         and nothing else (dstack.agent); None where this store cannot scope them."""
         return None
 
+    def download_url(self, key: str, seconds: int) -> str | None:
+        """A URL that lets its holder read this one object for ``seconds`` (a host's agent
+        polls one for a stop request); None where this store cannot sign one."""
+        return None
+
 
 class LocalObjectStore(ObjectStore):
     """A folder; atomic writes by temp file + rename in the same folder."""
