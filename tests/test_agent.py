@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import AgentLab, Project, wait_for
+from sshd import SSHServer
 from test_buckets import new_bucket, use_s3
 
 from dstack.agent.keys import log_prefix, status_key
@@ -111,6 +112,7 @@ def test_the_host_saves_the_log_and_artifacts_to_the_bucket_itself(
     }
     status = bucket.status(run, "train")
     assert (status["state"], status["exit_code"], status["host"]) == ("sealed", 0, "box")
+    assert saver(project, run) == "agent"
     assert b"epoch 2" in bucket.log(run, "train")
     # what the host sent is what a teammate gets, checked by its hash
     dest = tmp_path / "got"
@@ -143,7 +145,117 @@ def test_the_job_ends_and_is_sealed_with_every_laptop_process_killed(
     assert "out/model.bin" in json.dumps(listed)
 
 
+def saver(project: Project, run: str) -> str:
+    """Who saved the job's data, as the home recorded it: its host's agent, or dstack here."""
+    with sqlite3.connect(project.home / "state.db") as db:
+        (record,) = db.execute("SELECT record FROM jobs WHERE run_name = ?", (run,)).fetchone()
+    return str(json.loads(record)["saver"])
+
+
 def supervisor_pid(project: Project, run: str) -> int:
     with sqlite3.connect(project.home / "state.db") as db:
         row = db.execute("SELECT supervisor_pid FROM runs WHERE name = ?", (run,)).fetchone()
     return int(row[0])
+
+
+def test_a_host_that_cannot_reach_the_bucket_goes_through_the_laptop(
+    project: Project, agent_lab: AgentLab, sshd_hosts: list[SSHServer], tmp_path: Path
+) -> None:
+    """h1 lives in another network namespace with no route to the lab's bucket: its job's
+    files go through this machine, the run says why, and nothing is lost."""
+    bucket = Bucket(agent_lab, new_bucket())
+    use_s3(project, agent_lab.s3, bucket.name)
+    project.dstack(*sshd_hosts[0].pool_add_args("far"), check=True)
+    project.workflows("""
+        workflows:
+          - name: train
+            commands: ['mkdir -p out', 'echo far > out/result.txt', 'echo done']
+            artifacts: [out]
+    """)
+    done = project.dstack("run", "train", "--host", "far")
+    assert done.returncode == 0, done.stderr
+    note = "train's log and artifacts go through this machine: far ("
+    assert note in done.stderr and "cannot write to s3://" in done.stderr
+    run = project.last_run()["name"]
+    assert bucket.status(run, "train") == {}  # no agent wrote anything
+    sealed = json.loads(bucket.get(f"manifests/{run}/train.json") or b"{}")
+    assert (sealed["state"], [e["path"] for e in sealed["entries"]]) == (
+        "complete",
+        ["out/result.txt"],
+    )
+    assert saver(project, run) == "dstack"
+
+
+def test_direct_false_keeps_every_byte_on_the_laptop_path(
+    lab_project: tuple[Project, Bucket], tmp_path: Path
+) -> None:
+    project, bucket = lab_project
+    config = project.home / "config.yaml"
+    assert "direct: true" in config.read_text()  # `dstack init` writes the default out
+    config.write_text(config.read_text().replace("direct: true", "direct: false"))
+    project.workflows("""
+        workflows:
+          - name: train
+            commands: ['mkdir -p out', 'echo near > out/result.txt']
+            artifacts: [out]
+    """)
+    done = project.dstack("run", "train", "--host", "box")
+    assert done.returncode == 0, done.stderr
+    assert "saves" not in done.stderr and "through this machine" not in done.stderr
+    run = project.last_run()["name"]
+    assert bucket.status(run, "train") == {}
+    assert b"out/result.txt" in (bucket.get(f"manifests/{run}/train.json") or b"")
+
+
+def test_the_agent_bundle_is_stdlib_only_python_3_9_code(tmp_path: Path) -> None:
+    """Hosts need only python3 >= 3.9: the bundle imports in a bare interpreter that has no
+    dstack installed, and uses no syntax or call newer than 3.9."""
+    import ast
+    import io
+    import subprocess
+    import zipfile
+
+    from dstack.execution.agent_bundle import bundle
+
+    data, sha = bundle()
+    assert hashlib.sha256(data).hexdigest() == sha and bundle()[1] == sha  # stable
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    modules = [
+        n.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+        for n in archive.namelist()
+        if n != "__main__.py"
+    ]
+    zipped = tmp_path / "agent.pyz"
+    zipped.write_bytes(data)
+    probe = f"import sys; sys.path.insert(0, {str(zipped)!r}); " + "; ".join(
+        f"import {m}" for m in modules if not m.endswith("__main__")
+    )
+    bare = subprocess.run(["/usr/bin/python3", "-I", "-c", probe], capture_output=True, text=True)
+    assert bare.returncode == 0, bare.stderr
+    for name in archive.namelist():
+        tree = ast.parse(archive.read(name).decode(), name, feature_version=(3, 9))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                assert not any(k.arg == "strict" for k in node.keywords), (name, node.lineno)
+                if getattr(node.func, "id", None) == "isinstance" and len(node.args) == 2:
+                    assert not isinstance(node.args[1], ast.BinOp), (name, node.lineno)
+            assert not isinstance(node, ast.Match), name
+
+
+def test_agent_stage_says_when_a_host_has_no_usable_python(tmp_path: Path) -> None:
+    """A host whose python3 is older than 3.9 (or missing) gets no agent: the stage script
+    says why, and the laptop path is used."""
+    import subprocess
+
+    from dstack.scripts import command
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python3").write_text(
+        "#!/bin/sh\n[ \"$1\" = --version ] && echo 'Python 3.6.9' && exit 0\nexit 1\n"
+    )
+    (fake / "python3").chmod(0o755)
+    env = {"PATH": f"{fake}:/usr/bin:/bin"}
+    line = command("agent-stage.sh", str(tmp_path / "a.pyz"), "0" * 64)
+    out = subprocess.run(["bash", "-c", line], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "python: Python 3.6.9"
