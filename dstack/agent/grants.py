@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dstack.agent import s3post
+from dstack.agent import azblob, s3post
 
 
 @dataclass(frozen=True)
@@ -50,4 +50,6 @@ Writer = Callable[[Grant, str, bytes], None]  # (grant, the object's full name, 
 
 WRITERS: dict[str, Writer] = {
     "s3-post": s3post.send,
+    "az-sas": azblob.send,
+    "gcs-post": s3post.send,  # a GCS V4 POST policy: the same browser-form upload
 }

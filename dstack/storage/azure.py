@@ -10,13 +10,18 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from dstack.errors import StoreError
 from dstack.storage.bucket import BucketObjectStore
 from dstack.storage.upload import Upload
 
+if TYPE_CHECKING:
+    from dstack.agent.grants import Grant
+
 INSTALL_HINT = "install the Azure Blob extra: pip install 'dstack[azblob]'"
+DELEGATION_MAX = 7 * 24 * 3600 - 300  # a user delegation key lives at most 7 days
 
 
 class AzureObjectStore(BucketObjectStore):
@@ -27,8 +32,8 @@ class AzureObjectStore(BucketObjectStore):
             raise StoreError("az:// stores need azure-storage-blob.", hint=INSTALL_HINT) from None
         super().__init__("az", container, prefix)
         with self._errors("connect to"):
-            service = _service(BlobServiceClient, account)
-            self.container = service.get_container_client(container)
+            self.service = _service(BlobServiceClient, account)
+            self.container = self.service.get_container_client(container)
 
     @contextmanager
     def _errors(self, action: str, key: str = "") -> Iterator[None]:
@@ -139,6 +144,87 @@ class AzureObjectStore(BucketObjectStore):
             return False
         return True
 
+    # SAS tokens for a host's agent (dstack.agent.azblob) -----------------------------------
+
+    def upload_grants(self, scopes: list[str], seconds: int) -> list[Grant] | None:
+        """SAS tokens as narrow as a flat-namespace account allows: a SAS names a container or
+        one blob, never a key prefix. Keys written once (a scope ending in '/': content-
+        addressed blobs, log parts) go up under one container SAS that may only create blobs:
+        nothing there can be replaced, read, listed or deleted, but a new blob can be created
+        anywhere in the container (the limit of SAS; an account with a hierarchical namespace
+        could scope a directory). Each key that is rewritten (a scope naming one key, and the
+        status in a job's folder) gets a SAS for that one blob. None when the credentials
+        cannot sign (a connection string that itself holds a SAS)."""
+        from azure.storage.blob import (
+            BlobSasPermissions,
+            ContainerSasPermissions,
+            generate_blob_sas,
+            generate_container_sas,
+        )
+
+        from dstack.agent.grants import Grant
+
+        root, url = self._key(""), self.container.url.split("?")[0]
+        with self._errors("sign an upload grant for"):
+            signer = self._signer(seconds)
+            if signer is None:
+                return None
+            create = generate_container_sas(
+                self.container.account_name,
+                self.bucket_name,
+                permission=ContainerSasPermissions(create=True),
+                **signer,
+            )
+            grants = [
+                Grant(s, url, root, "az-sas", {"sas": create, "once": "1"})
+                for s in scopes
+                if s.endswith("/")
+            ]
+            for key in _rewritten(scopes):
+                sas = generate_blob_sas(
+                    self.container.account_name,
+                    self.bucket_name,
+                    self._key(key),
+                    permission=BlobSasPermissions(create=True, write=True),
+                    **signer,
+                )
+                grants.append(Grant(key, url, root, "az-sas", {"sas": sas}))
+        return grants
+
+    def download_url(self, key: str, seconds: int) -> str | None:
+        """A read-only SAS for this one blob."""
+        from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+        name = self._key(key)
+        with self._errors("sign a download link for", key):
+            signer = self._signer(seconds)
+            if signer is None:
+                return None
+            sas = generate_blob_sas(
+                self.container.account_name,
+                self.bucket_name,
+                name,
+                permission=BlobSasPermissions(read=True),
+                **signer,
+            )
+        return f"{self.container.get_blob_client(name).url.split('?')[0]}?{sas}"
+
+    def _signer(self, seconds: int) -> dict[str, Any] | None:
+        """What signs a SAS valid for ``seconds``: the account key, or else a user delegation
+        key (Azure AD logins; needs the Storage Blob Delegator role, lives at most 7 days)."""
+        now = datetime.now(UTC)
+        credential = self.container.credential
+        https = self.container.url.startswith("https:")
+        common: dict[str, Any] = {"protocol": "https"} if https else {}
+        key = getattr(credential, "account_key", None)
+        if key:
+            return {**common, "account_key": key, "expiry": now + timedelta(seconds=seconds)}
+        if not hasattr(credential, "get_token"):
+            return None
+        expiry = now + timedelta(seconds=min(seconds, DELEGATION_MAX))
+        delegation = self.service.get_user_delegation_key(now, expiry)
+        return {**common, "user_delegation_key": delegation, "expiry": expiry}
+
     def _delete(self, name: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError
 
@@ -160,6 +246,20 @@ class AzureObjectStore(BucketObjectStore):
             f"created container {self.container.container_name} (blob versioning is an "
             "account setting on Azure: turn it on for the storage account)"
         ]
+
+
+def _rewritten(scopes: list[str]) -> list[str]:
+    """The keys among ``scopes`` that are written more than once: a scope naming one key (a
+    job's manifest), and the status in a job's folder (dstack.agent.keys), whose log parts
+    are written once."""
+    from dstack.agent.keys import job_prefix, status_key
+
+    keys = [scope for scope in scopes if not scope.endswith("/")]
+    for scope in scopes:
+        parts = scope.split("/")
+        if len(parts) == 4 and parts[0] == "jobs" and scope == job_prefix(parts[1], parts[2]):
+            keys.append(status_key(parts[1], parts[2]))
+    return list(dict.fromkeys(keys))
 
 
 def _service(client_class: Any, account: str | None) -> Any:

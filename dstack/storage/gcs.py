@@ -6,15 +6,24 @@ when the upload is finalized. `STORAGE_EMULATOR_HOST` points the client at an em
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from dstack.errors import StoreError
 from dstack.storage.bucket import BucketObjectStore
 from dstack.storage.upload import Upload
 
+if TYPE_CHECKING:
+    from dstack.agent.grants import Grant
+
 CHUNK = 16 * 1024**2  # a multiple of 256 KiB, as resumable uploads require
 INSTALL_HINT = "install the GCS extra: pip install 'dstack[gcs]'"
+V4_MAX = 7 * 24 * 3600  # the longest a V4 signature (URL or POST policy) may live
 
 
 class GCSObjectStore(BucketObjectStore):
@@ -117,6 +126,66 @@ class GCSObjectStore(BucketObjectStore):
             return False
         return True
 
+    # signed rights for a host's agent (dstack.agent.s3post sends GCS forms too) -------------
+
+    def upload_grants(self, scopes: list[str], seconds: int) -> list[Grant] | None:
+        """One V4 POST policy per scope, signed here with a service account's key: uploads of
+        keys that start with the scope (a scope naming one key: that key only) until the
+        expiry (at most 7 days), and nothing else: no reads, listing or deletes. (A downscoped
+        token could say the same, but it lives only as long as the laptop's access token, an
+        hour.) None when the credentials cannot sign (a user's login: the laptop path)."""
+        from dstack.agent.grants import Grant
+
+        signer = self._signer()
+        if signer is None:
+            return None
+        root, url = self._key(""), f"{self.client.api_endpoint}/{self.bucket_name}"
+        with self._errors("sign an upload grant for"):
+            return [
+                Grant(
+                    scope,
+                    url,
+                    root,
+                    "gcs-post",
+                    _post_policy(signer, self.bucket_name, root + scope, seconds),
+                )
+                for scope in scopes
+            ]
+
+    def download_url(self, key: str, seconds: int) -> str | None:
+        """A V4 signed URL reading this one object."""
+        signer = self._signer()
+        if signer is None:
+            return None
+        with self._errors("sign a download link for", key):
+            url: str = self.bucket.blob(self._key(key)).generate_signed_url(
+                version="v4",
+                expiration=timedelta(seconds=min(seconds, V4_MAX)),
+                method="GET",
+                credentials=signer,
+                api_access_endpoint=self.client.api_endpoint,
+            )
+        return url
+
+    def _signer(self) -> Any | None:
+        """Credentials that can sign: the client's own when they hold a service account's key,
+        else the key file GOOGLE_APPLICATION_CREDENTIALS names (an emulator's client signs
+        nothing); None otherwise."""
+        from google.auth.credentials import Signing
+
+        credentials = getattr(self.client, "_credentials", None)
+        if isinstance(credentials, Signing):
+            return credentials
+        path = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+        if not path:
+            return None
+        from google.oauth2 import service_account
+
+        try:
+            return service_account.Credentials.from_service_account_file(path)  # type: ignore[no-untyped-call]
+        except (OSError, ValueError):  # not a service account's key: nothing to sign with
+            return None
+
     def _delete(self, name: str) -> None:
         from google.api_core.exceptions import NotFound
 
@@ -144,3 +213,28 @@ class GCSObjectStore(BucketObjectStore):
                 bucket.patch()
                 notes.append("turned on object versioning")
         return notes
+
+
+def _post_policy(signer: Any, bucket: str, key: str, seconds: int) -> dict[str, str]:
+    """The form fields of a V4 POST policy allowing uploads to ``bucket`` of keys that start
+    with ``key`` (a prefix, ending in '/'), or of ``key`` itself."""
+    now = datetime.now(UTC)
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    credential = f"{signer.signer_email}/{now:%Y%m%d}/auto/storage/goog4_request"
+    fields = {
+        "x-goog-algorithm": "GOOG4-RSA-SHA256",
+        "x-goog-credential": credential,
+        "x-goog-date": stamp,
+    }
+    expiry = now + timedelta(seconds=min(seconds, V4_MAX))
+    document = {
+        "conditions": [
+            {"bucket": bucket},
+            ["starts-with" if key.endswith("/") else "eq", "$key", key],
+            *({name: value} for name, value in fields.items()),
+        ],
+        "expiration": expiry.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    policy = base64.b64encode(json.dumps(document, separators=(",", ":")).encode())
+    signature = signer.sign_bytes(policy).hex()
+    return {**fields, "x-goog-signature": signature, "policy": policy.decode()}

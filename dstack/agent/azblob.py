@@ -1,0 +1,62 @@
+"""The Azure Blob writer: an object goes up as one Put Blob under a SAS token.
+
+The laptop signed the tokens (AzureObjectStore.upload_grants): a token for one blob, for a key
+that is rewritten (a job's status, its manifest), or a token for the container that may only
+create blobs, for keys written once (content-addressed blobs, log parts): Azure refuses to
+replace a blob that exists under it (403 AuthorizationPermissionMismatch). Such a key already
+holds what this agent would send (a blob's name is its hash; a log part goes again only when
+an answer was lost), so that refusal means the object is there. No token allows reading,
+listing or deleting.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import TYPE_CHECKING
+
+from dstack.agent import http
+from dstack.errors import StoreError
+
+if TYPE_CHECKING:
+    from dstack.agent.grants import Grant
+
+VERSION = "2021-08-06"  # the REST version asked for when the token names none (its `sv`)
+THERE_ALREADY = "AuthorizationPermissionMismatch"  # create-only token, blob exists
+
+
+def send(grant: Grant, name: str, data: bytes) -> None:
+    """PUT ``name`` under the grant's token. ``grant.fields``: ``sas`` (the token, a query
+    string) and ``once`` ("1" for a create-only token)."""
+    sas = grant.fields.get("sas", "")
+    version = urllib.parse.parse_qs(sas).get("sv", [VERSION])[0]
+    url = f"{grant.url}/{urllib.parse.quote(name, safe='/')}?{sas}"
+    headers = {
+        "x-ms-blob-type": "BlockBlob",
+        "x-ms-version": version,
+        "Content-Type": "application/octet-stream",
+        # Azure checks the bytes it got against this (a checksum, not security)
+        "Content-MD5": base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode(),
+    }
+    what = f"'{name}'"  # never the URL: it carries the token
+    if grant.fields.get("once") != "1":
+        http.send("PUT", url, data, headers, what)
+        return
+    request = urllib.request.Request(url, data=data, method="PUT", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=http.TIMEOUT) as answer:
+            answer.read()
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        if (e.code == 403 and THERE_ALREADY.encode() in raw) or e.code == 409:
+            return  # written before: a create-only token never replaces it
+        raise StoreError(
+            f"The store refused {what}: HTTP {e.code} {http._message(raw)}",
+            hint="the run's upload grant may have expired, or does not cover this key",
+        ) from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise StoreError(f"Cannot reach the store to write {what}: {reason}.") from None
