@@ -45,6 +45,11 @@ class RunInfo:
     exit_code: int | None
     tag: str | None
     owner: str
+    # what the agents of a teammate's active run say (dstack.service.agent_views); for this
+    # home's active runs, the host of their running jobs
+    host: str | None = None  # where its jobs run, as their agents say ("a, b" for several)
+    seen_at: float | None = None  # the oldest last heartbeat of its running jobs' agents
+    agents: str | None = None  # running, quiet (no heartbeat for a minute), ended, unknown
 
     @property
     def finished(self) -> bool:
@@ -67,11 +72,17 @@ class RunInfo:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SharedRun(RunInfo):
-    """A run and the manifests of its jobs: what a home publishes of it to the store."""
+    """A run and the manifests of its jobs: what a home publishes of it to the store
+    (``job_names``: its jobs in plan order, as read from a record)."""
 
     manifests: dict[str, str]
+    job_names: tuple[str, ...] = ()
+
+
+_VIEW_ONLY = ("host", "seen_at", "agents", "job_names")  # never published
+JOBS_MAX = 1000  # jobs of one run read from a record
 
 
 def local_run(state: State, name: str) -> SharedRun:
@@ -81,7 +92,7 @@ def local_run(state: State, name: str) -> SharedRun:
 
 def _record(state: State, store: Store, name: str) -> dict[str, Any]:
     """What this home publishes of its run ``name``."""
-    record = local_run(state, name).to_dict()
+    record = {k: v for k, v in local_run(state, name).to_dict().items() if k not in _VIEW_ONLY}
     record["jobs"] = [
         {"workflow": j.workflow, "status": j.status, "exit_code": j.exit_code}
         for j in state.jobs(name)
@@ -181,7 +192,19 @@ def record_problem(key: str, data: object) -> str | None:
 def parse_record(key: str, raw: bytes) -> SharedRun:
     """The run recorded under ``key``; a StoreError naming the key when it is not valid."""
     data = read_record(key, raw, "run record", record_problem, _HINT)
-    return SharedRun(**{k: data[k] for k in _FIELDS})
+    return SharedRun(**{k: data[k] for k in _FIELDS}, job_names=_job_names(data))
+
+
+def _job_names(data: dict[str, Any]) -> tuple[str, ...]:
+    """The run's jobs in plan order from a checked record: its 'jobs' where they are a list
+    of jobs with valid names, else the jobs that have manifests."""
+    jobs = data.get("jobs")
+    if isinstance(jobs, list) and len(jobs) <= JOBS_MAX:
+        names = [j.get("workflow") if isinstance(j, dict) else None for j in jobs]
+        valid = [n for n in names if isinstance(n, str) and name_problem(n) is None]
+        if len(valid) == len(names):
+            return tuple(dict.fromkeys(valid))
+    return tuple(data["manifests"])
 
 
 def shared_runs(home: Home, state: State, store: Store) -> list[SharedRun]:

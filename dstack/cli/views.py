@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from dstack.cli.common import age, duration, open_session, print_json, table
 
+if TYPE_CHECKING:
+    from dstack.service.runs import RunInfo
+
 JSON = typer.Option(False, "--json", help="Print JSON instead of a table")
 
 
 def register(app: typer.Typer) -> None:
-    app.command(help="List runs: active ones and the latest finished (-a: all).")(ps)
+    app.command(
+        help="List runs: active ones and the latest finished (-a: all). HOST: where running "
+        "jobs are. A teammate's active run is shown as its jobs' agents say in the store: "
+        "'running?' when none was heard from for a minute, done or failed once all are sealed."
+    )(ps)
     app.command(help="Print a run's logs (-f: follow until it ends).")(logs)
     app.command(
         help="Follow a running run's logs (and forward its ports); Ctrl-C detaches, the run goes on."
@@ -31,6 +39,10 @@ def ps(
     all_runs: bool = typer.Option(False, "-a", "--all", help="Include all finished runs"),
     as_json: bool = JSON,
 ) -> None:
+    """HOST (shown when a run has one) is where its running jobs are; a teammate's active run
+    is shown as its jobs' agents say in the store: `running?` when none was heard from for a
+    minute, ended (done or failed) once all are sealed, `unknown` when a status is unreadable.
+    --json has the same as `host`, `seen_at` (the oldest last heartbeat) and `agents`."""
     from dstack.service.runs import list_runs, stacks_left_behind
     from dstack.tags import who
 
@@ -43,27 +55,42 @@ def ps(
         sys.stderr.write("No runs yet. Start one with `dstack run WORKFLOW`.\n")
         return
     me = who()
+    hosts = any(r.host for r in runs)
     table(
-        ["RUN", "WORKFLOW", "STATUS", "SUBMITTED", "TOOK", "TAG"],
+        ["RUN", "WORKFLOW", "STATUS", *(["HOST"] if hosts else []), "SUBMITTED", "TOOK", "TAG"],
         [
             [
                 r.name + ("" if r.owner == me else f" ({r.owner.partition('@')[0]})"),
                 r.workflow,
-                r.status + (f" ({r.exit_code})" if r.exit_code else ""),
+                _status(r),
+                *([r.host or ""] if hosts else []),
                 age(r.created_at),
                 duration(r.created_at, r.finished_at),
                 r.tag or "",
             ]
             for r in runs
         ],
-        shrink=("WORKFLOW", "TAG"),
+        shrink=("WORKFLOW", "TAG", "HOST"),
     )
+    for r in runs:
+        if r.agents == "quiet":
+            sys.stderr.write(
+                f"{r.name}: its agent on {r.host} was last heard from {age(r.seen_at)}; "
+                "the host may be down or cut off from the store.\n"
+            )
     left = stacks_left_behind(session)
     if left:
         sys.stderr.write(
             f"{left} cloud stack{'s' if left > 1 else ''} of ended runs may still cost money: "
             "see `dstack gc --dry-run`.\n"
         )
+
+
+def _status(run: RunInfo) -> str:
+    if run.agents == "unknown":
+        return "unknown"
+    text = run.status + (f" ({run.exit_code})" if run.exit_code else "")
+    return f"{text}?" if run.agents == "quiet" else text
 
 
 def logs(

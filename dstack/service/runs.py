@@ -56,7 +56,10 @@ def list_runs(session: Session, all_runs: bool) -> list[RunInfo]:
 
     recover(session.home, session.state, session.store)  # one store for the teammates' runs too
     me = who()
-    runs = [RunInfo.of(r, me) for r in session.state.runs(include_finished=all_runs)]
+    runs = [
+        RunInfo.of(r, me) if r.finished else _with_host(session, RunInfo.of(r, me))
+        for r in session.state.runs(include_finished=all_runs)
+    ]
     runs += _teammates_runs(session)
     runs.sort(key=lambda r: r.created_at, reverse=True)
     if all_runs:
@@ -65,8 +68,21 @@ def list_runs(session: Session, all_runs: bool) -> list[RunInfo]:
     return [r for r in runs if not r.finished or r.name in latest]
 
 
+def _with_host(session: Session, run: RunInfo) -> RunInfo:
+    """An active run of this home with the hosts its running jobs are on."""
+    from dataclasses import replace
+
+    hosts = [
+        str(j.record["host"])
+        for j in session.state.jobs(run.name)
+        if j.status == "running" and j.record.get("host")
+    ]
+    return replace(run, host=", ".join(dict.fromkeys(hosts))) if hosts else run
+
+
 def _teammates_runs(session: Session) -> list[RunInfo]:
-    """The store's runs of other homes; an unreachable store costs one warning, not the list."""
+    """The store's runs of other homes, the active ones as their jobs' agents show them
+    (dstack.service.agent_views); an unreachable store costs one warning, not the list."""
     from dstack.errors import StoreError
     from dstack.sharing import shared_runs
 
@@ -75,16 +91,26 @@ def _teammates_runs(session: Session) -> list[RunInfo]:
     except StoreError as e:
         log.warning("%s; showing this home's runs only.", e.message.rstrip("."))
         return []
-    return [RunInfo.of(r, r.owner) for r in found]
+    if all(r.finished for r in found):
+        return [RunInfo.of(r, r.owner) for r in found]
+    from dstack.service.agent_views import live_runs
+
+    live = live_runs(session.store, found)
+    return [live.get(r.name) or RunInfo.of(r, r.owner) for r in found]
 
 
 def get_run(session: Session, name: str) -> RunInfo:
-    """One run of this home, or of a teammate's from the store."""
+    """One run of this home, or of a teammate's from the store (an active one as its jobs'
+    agents show it)."""
     from dstack.sharing import find_run
 
     session.recover()
     run = find_run(session.state, session.store, name)
-    return RunInfo.of(run, run.owner)
+    if run.finished or session.state.has_run(name):
+        return RunInfo.of(run, run.owner)
+    from dstack.service.agent_views import live_run
+
+    return live_run(session.store, run)
 
 
 def jobs(session: Session, name: str) -> list[JobInfo]:
@@ -95,7 +121,8 @@ def jobs(session: Session, name: str) -> list[JobInfo]:
 
 
 def require_local(session: Session, name: str) -> None:
-    """Logs live with the home that ran the job: a teammate's run gets a clear refusal."""
+    """Attaching (ports forwarded from its hosts) is for the home that started the run: a
+    teammate's run gets a clear refusal, and the way to follow its log instead."""
     from dstack.errors import NotFoundError
 
     if session.state.has_run(name):
@@ -104,8 +131,8 @@ def require_local(session: Session, name: str) -> None:
 
     shared = find_run(session.state, session.store, name)
     raise NotFoundError(
-        f"Run {name} is {shared.owner}'s: its logs are on their machine.",
-        hint=f"its artifacts are here: dstack artifacts list {name}",
+        f"Run {name} is {shared.owner}'s: only the home that started it can attach to it.",
+        hint=f"follow its log: dstack logs {name} -f",
     )
 
 

@@ -66,21 +66,49 @@ def write_logs(
     job: str | None = None,
 ) -> int | None:
     """Write the run's logs (only ``job``'s, if given) to ``out``; with ``keep_following``
-    until the run ends. Returns its exit code (None while it runs)."""
+    until the run ends. Returns its exit code (None while it runs). A teammate's run: the
+    logs its hosts' agents write to the shared store (dstack.service.agent_views)."""
     from dstack.runner.follow import follow
-    from dstack.service.runs import require_local
 
-    require_local(session, name)
-    jobs = [j.workflow for j in session.state.jobs(name)]
-    if job is not None and job not in jobs:
-        from dstack.errors import NotFoundError
-        from dstack.spec.suggest import did_you_mean
-
-        raise NotFoundError(
-            f"Run {name} has no job '{job}'.",
-            hint=did_you_mean(job, jobs) or f"its jobs: {', '.join(jobs)}",
-        )
+    if not session.state.has_run(name):
+        return _teammate_logs(session, name, out, keep_following, timestamps, job)
+    _check_job(name, job, [j.workflow for j in session.state.jobs(name)])
     return follow(session.home, session.state, name, out, keep_following, timestamps, job)
+
+
+def _teammate_logs(
+    session: Session,
+    name: str,
+    out: TextIO,
+    keep_following: bool,
+    timestamps: bool,
+    job: str | None,
+) -> int | None:
+    from dstack.errors import NotFoundError
+    from dstack.service.agent_views import live_run, write_teammate_logs
+    from dstack.sharing import find_run
+
+    run = find_run(session.state, session.store, name)
+    _check_job(name, job, list(run.job_names))
+    if not write_teammate_logs(session.store, run, out, keep_following, timestamps, job):
+        raise NotFoundError(
+            f"Run {name} is {run.owner}'s: its logs are on their machine.",
+            hint=f"its artifacts are here: dstack artifacts list {name}",
+        )
+    return live_run(session.store, run).exit_code
+
+
+def _check_job(name: str, job: str | None, jobs: list[str]) -> None:
+    """A clear error for a job the run does not have."""
+    if job is None or job in jobs:
+        return
+    from dstack.errors import NotFoundError
+    from dstack.spec.suggest import did_you_mean
+
+    raise NotFoundError(
+        f"Run {name} has no job '{job}'.",
+        hint=did_you_mean(job, jobs) or f"its jobs: {', '.join(jobs)}",
+    )
 
 
 def wait(session: Session, name: str, timeout: float | None = None) -> RunInfo:
