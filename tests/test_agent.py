@@ -259,3 +259,33 @@ def test_agent_stage_says_when_a_host_has_no_usable_python(tmp_path: Path) -> No
     line = command("agent-stage.sh", str(tmp_path / "a.pyz"), "0" * 64)
     out = subprocess.run(["bash", "-c", line], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "python: Python 3.6.9"
+
+
+def test_a_sealed_job_whose_host_is_gone_is_recorded_from_the_bucket(
+    lab_project: tuple[Project, Bucket], agent_lab: AgentLab, tmp_path: Path
+) -> None:
+    """The laptop slept through the job's end and its host is gone by the time it wakes (a
+    VM that powered itself off, a server taken out of the pool): the run is recorded from what
+    the agent sealed, its log and artifacts included, instead of waiting on a host that does
+    not answer or failing for a lost one."""
+    project, bucket = lab_project
+    gate = gate_file(agent_lab, tmp_path)
+    project.workflows(TRAIN.format(gate=gate).replace("out/model.sha", "out/model.sha; exit 3"))
+    project.dstack("run", "train", "--host", "box", "-d", check=True)
+    run = project.ps()[0]["name"]
+    wait_for(lambda: b"epoch 1" in bucket.log(run, "train"), 60, what="the log in the bucket")
+    os.kill(supervisor_pid(project, run), signal.SIGKILL)
+    gate.touch()
+    wait_for(lambda: bucket.status(run, "train").get("state") == "sealed", 60, what="the seal")
+    seen: list[dict[str, object]] = []
+
+    def recorded() -> bool:  # each `ps` recovers the run; its host does not answer meanwhile
+        seen[:] = project.ps()
+        return seen[0]["status"] != "running"
+
+    agent_lab.host.restart_dropping_connections(down_until=recorded)
+    assert (seen[0]["name"], seen[0]["status"], seen[0]["exit_code"]) == (run, "failed", 3)
+    logs = project.dstack("logs", run, check=True).stdout
+    assert logs.splitlines() == ["epoch 1", "epoch 2"]
+    listed = project.dstack("artifacts", "list", run, "--json", check=True).stdout
+    assert "out/model.bin" in listed and "ckpt/w1.bin" in listed

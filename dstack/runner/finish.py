@@ -101,6 +101,20 @@ def finish_job(
         mirror_log(home, executor, job)
     except (DstackError, OSError) as e:
         problems.append(f"its log could not be copied from the host: {describe(e)}")
+    return record_end(home, state, job, result, stopped, sealed, problems)
+
+
+def record_end(
+    home: Home,
+    state: State,
+    job: JobRecord,
+    result: JobExit,
+    stopped: bool,
+    sealed: tuple[str, Manifest] | None,
+    problems: list[str],
+) -> Finished:
+    """Record how the job ended, with what was sealed and what went wrong saving it."""
+    ok = result.code == 0 and not stopped
     status = "done" if ok and not problems else "stopped" if stopped else "failed"
     reason = (
         None

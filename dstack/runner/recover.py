@@ -49,6 +49,7 @@ def _recover_run(home: Home, state: State, store: Store, run: RunRecord) -> None
     from dstack.backends.base import Context
     from dstack.backends.registry import HERE, executor_of_job, open_backend
     from dstack.runner.finish import fail_pending, finish_job, finish_run
+    from dstack.runner.from_store import finish_from_store
     from dstack.storage.manifest import StatCache
 
     cache = StatCache()
@@ -58,23 +59,26 @@ def _recover_run(home: Home, state: State, store: Store, run: RunRecord) -> None
         if job.finished:
             continue
         if job.status == "running" and job.pid and job.job_dir:
+            stopped = bool(run.stop_request)
             try:
                 executor = executor_of_job(ctx, job, patient=False)
             except DstackError as e:  # its cloud host was torn down: the job ended there
-                fail_pending(state, job, f"its host is gone: {e.message}")
+                if finish_from_store(home, state, store, job, stopped) is None:
+                    fail_pending(state, job, f"its host is gone: {e.message}")
                 continue
             try:
                 try:
                     result = executor.adopt(job.job_dir, job.pid, job.pid_start).poll()
                 except DstackError as e:  # its host does not answer now: a new supervisor retries
                     log.info("%s: its host does not answer (%s)", job.workflow, e.message)
+                    if finish_from_store(home, state, store, job, stopped) is not None:
+                        continue  # ... unless its agent sealed it: then it is over
                     result = None
                 if result is None:
                     still_running = True
                     continue
                 log.info("%s: ended with code %d", job.workflow, result.code)
                 backend = open_backend(job.backend or HERE, ctx)
-                stopped = bool(run.stop_request)
                 done = finish_job(
                     home, state, store, backend, executor, job, result, stopped, cache
                 )
