@@ -130,6 +130,7 @@ def test_the_job_ends_and_is_sealed_with_every_laptop_process_killed(
     project.dstack("run", "train", "--host", "box", "-d", check=True)
     run = project.ps()[0]["name"]
     wait_for(lambda: b"epoch 1" in bucket.log(run, "train"), 60, what="the log in the bucket")
+    wait_for(lambda: project.ps()[0]["status"] == "running", 60, what="the job recorded running")
     supervisor = project.ps()[0]
     os.kill(supervisor_pid(project, run), signal.SIGKILL)  # the laptop is gone
     gate.touch()
@@ -274,6 +275,7 @@ def test_a_sealed_job_whose_host_is_gone_is_recorded_from_the_bucket(
     project.dstack("run", "train", "--host", "box", "-d", check=True)
     run = project.ps()[0]["name"]
     wait_for(lambda: b"epoch 1" in bucket.log(run, "train"), 60, what="the log in the bucket")
+    wait_for(lambda: project.ps()[0]["status"] == "running", 60, what="the job recorded running")
     os.kill(supervisor_pid(project, run), signal.SIGKILL)
     gate.touch()
     wait_for(lambda: bucket.status(run, "train").get("state") == "sealed", 60, what="the seal")

@@ -27,6 +27,7 @@ class AgentConfig:
     mounts: list[str] = field(default_factory=list)
     grants: list[Grant] = field(default_factory=list)
     seal_grace: float = SEAL_GRACE
+    stop_url: str | None = None  # a signed GET of the job's stop request (dstack.agent.stop)
 
     def to_json(self) -> str:
         data = dict(self.__dict__)
@@ -50,6 +51,9 @@ class AgentConfig:
         grace = data.get("seal_grace", SEAL_GRACE)
         if not isinstance(grace, (int, float)):
             raise ValueError("seal_grace must be a number")
+        stop_url = data.get("stop_url")
+        if not (stop_url is None or isinstance(stop_url, str)):
+            raise ValueError("stop_url must be a string")
         return cls(
             **{k: data[k] for k in texts},
             pid=data["pid"],
@@ -58,4 +62,5 @@ class AgentConfig:
             mounts=lists[1],
             grants=[Grant.from_dict(g) for g in data.get("grants", [])],
             seal_grace=float(grace),
+            stop_url=stop_url,
         )

@@ -1,5 +1,10 @@
-"""One HTTP request of an agent's writer, with the store's refusals and silences turned into
-StoreError (the agent retries those later)."""
+"""One HTTP request of an agent's writer or reader, with the store's refusals and silences
+turned into StoreError (the agent retries those later).
+
+A request may take SMALL_TIMEOUT seconds plus the time its body needs at MIN_RATE
+(timeout_for): a store that stops answering (a frozen server, a link that drops packets)
+holds a small write for seconds, not a minute, while a slow link still moves a 32 MB chunk.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,22 @@ import urllib.request
 
 from dstack.errors import StoreError
 
-TIMEOUT = 60.0  # seconds one request may take; a slow link still moves a 32 MB chunk
+SMALL_TIMEOUT = 10.0  # seconds a request with a small body may take
+MIN_RATE = 256 * 1024  # bytes a second a large body is given time for
+TIMEOUT = 60.0  # the former flat limit; writers should use timeout_for(len(body))
+
+
+def timeout_for(size: int) -> float:
+    """Seconds a request sending ``size`` bytes may take (urllib's limit covers the whole
+    send of a body, and each wait for the answer)."""
+    return SMALL_TIMEOUT + size / MIN_RATE
 
 
 def send(method: str, url: str, body: bytes, headers: dict[str, str], what: str) -> None:
     """``what``: the object, for messages (never the URL: it may carry a signature)."""
     request = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
+        with urllib.request.urlopen(request, timeout=timeout_for(len(body))) as answer:
             answer.read()
     except urllib.error.HTTPError as e:
         raise StoreError(
@@ -23,8 +36,31 @@ def send(method: str, url: str, body: bytes, headers: dict[str, str], what: str)
             hint="the run's upload grant may have expired, or does not cover this key",
         ) from None
     except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise StoreError(f"Cannot reach the store to write {what}: {reason}.") from None
+        raise StoreError(f"Cannot reach the store to write {what}: {_reason(e)}.") from None
+
+
+def fetch(url: str, what: str, limit: int) -> bytes | None:
+    """The object behind a signed GET ``url``; None when there is none (404). More than
+    ``limit`` bytes is an error: what the agent reads is small and checked."""
+    try:
+        with urllib.request.urlopen(url, timeout=SMALL_TIMEOUT) as answer:
+            data: bytes = answer.read(limit + 1)
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return None
+        raise StoreError(
+            f"The store refused to read {what}: HTTP {e.code} {_message(e.read())}",
+            hint="the run's read link may have expired",
+        ) from None
+    except (urllib.error.URLError, OSError) as e:
+        raise StoreError(f"Cannot reach the store to read {what}: {_reason(e)}.") from None
+    if len(data) > limit:
+        raise StoreError(f"{what} in the store is larger than {limit} bytes.")
+    return data
+
+
+def _reason(error: BaseException) -> object:
+    return getattr(error, "reason", error)
 
 
 def _message(raw: bytes) -> str:

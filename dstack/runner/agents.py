@@ -4,6 +4,9 @@ the run's own keys, watching that it keeps running, and taking the manifest it s
 Where the agent cannot be used (a `file://` store, a store that cannot scope rights, a host
 without python3 or without a way to the store) the job's data goes through this machine as
 before, and the run says why.
+
+Any home sharing the store can also ask an agent to stop its job through the store
+(request_stop; dstack.agent.stop), for when the host cannot be reached over SSH.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import time
 from collections.abc import Callable
 
 from dstack.agent.config import SEAL_GRACE, AgentConfig
-from dstack.agent.keys import job_prefix
+from dstack.agent.keys import job_prefix, status_key, stop_key
+from dstack.agent.stop import WHO_MAX, StopRequest
 from dstack.errors import DstackError, describe
 from dstack.execution.base import Executor, JobHandle
 from dstack.spec.jobspec import JobSpec
@@ -53,6 +57,11 @@ def start_agent(
         return False, f"{store.url} gave no upload rights: {e.message}"
     if grants is None:
         return False, f"{store.url} cannot give a host upload rights for one run only"
+    try:  # without it the job can still be stopped over SSH
+        stop_url = store.objects.download_url(stop_key(run, job), GRANT_SECONDS)
+    except DstackError as e:
+        log.warning("%s: no stop requests through %s: %s", job, store.url, e.message)
+        stop_url = None
     config = AgentConfig(
         run=run,
         job=job,
@@ -65,13 +74,14 @@ def start_agent(
         artifacts=[a.path for a in spec.artifacts],
         mounts=[a.path for a in spec.artifacts if a.mount],
         grants=grants,
+        stop_url=stop_url,
     )
     try:
         why_not = ex.start_agent(job_dir, config)
     except (DstackError, OSError) as e:
         why_not = f"its agent could not start: {describe(e)}"
     if why_not:
-        log.warning("%s: no agent on %s: %s", job, ex.host_name(), why_not)
+        log.info("%s: no agent on %s: %s", job, ex.host_name(), why_not)
     return why_not is None, why_not
 
 
@@ -83,6 +93,7 @@ class AgentWatch:
         self.note = note
         self.next_look: dict[str, float] = {}
         self.buffering: set[str] = set()
+        self.stopping: set[str] = set()
 
     def look(self, ex: Executor, job: JobRecord) -> None:
         now = time.monotonic()
@@ -106,6 +117,10 @@ class AgentWatch:
             )
         elif seen.state == "running":
             self.buffering.discard(job.workflow)
+        by = _who(seen.status.get("stopped_by"))
+        if by is not None and job.workflow not in self.stopping:
+            self.stopping.add(job.workflow)
+            self.note(f"{job.workflow}: stopped by {by} through the store; its agent stops it")
 
 
 def sealed_by_agent(
@@ -140,3 +155,62 @@ def sealed_by_agent(
     if manifest.state == "live":
         raise AgentFailed("its agent said sealed, but its manifest is still the live one")
     return key, manifest
+
+
+def _who(value: object) -> str | None:
+    """The name of who stopped a job, as its host says (checked: it comes from the host)."""
+    if isinstance(value, str) and 0 < len(value) <= WHO_MAX and value.isprintable():
+        return value
+    return None
+
+
+def stopped_through_store(ex: Executor, job: JobRecord) -> str | None:
+    """Why the job ended ("stopped by WHO") when its agent stopped it on a request through
+    the store, else None: the job then ends as stopped, as if stopped from here."""
+    if not job.agent or not job.job_dir:
+        return None
+    try:
+        seen = ex.agent_status(job.job_dir)
+    except (DstackError, OSError):
+        return None
+    by = _who(seen.status.get("stopped_by"))
+    return f"stopped by {by}" if by else None
+
+
+def request_stop(store: Store, run: str, job: str, abort: bool) -> None:
+    """Ask the job's agent to stop it, through the store (it looks every few seconds)."""
+    from dstack.tags import who
+
+    request = StopRequest(who()[:WHO_MAX], abort, time.time())
+    store.objects.put_bytes(stop_key(run, job), request.to_json())
+
+
+def agent_jobs(store: Store, run: str) -> list[str]:
+    """The run's jobs whose agents write to the store: those a stop request reaches."""
+    from dstack.spec.names import name_problem
+
+    prefix = f"jobs/{run}/"
+    found = set()
+    for key in store.objects.keys(prefix):
+        job, _, rest = key[len(prefix) :].partition("/")
+        if rest == "status.json" and not name_problem(job):
+            found.add(job)
+    return sorted(found)
+
+
+def stored_state(store: Store, run: str, job: str) -> tuple[str, str | None, int | None]:
+    """(state, reason, exit code) of the job as its agent last wrote them to the store;
+    ("", None, None) when there is none or it is not valid (anyone with write access to the
+    bucket could have written it)."""
+    import json
+
+    found = store.objects.read_versioned(status_key(run, job))
+    try:
+        data = json.loads(found[0]) if found else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("state"), str):
+        return "", None, None
+    reason, code = data.get("reason"), data.get("exit_code")
+    shown = reason[:300] if isinstance(reason, str) and reason.isprintable() else None
+    return data["state"][:30], shown, code if type(code) is int else None

@@ -101,6 +101,12 @@ def finish_job(
         mirror_log(home, executor, job)
     except (DstackError, OSError) as e:
         problems.append(f"its log could not be copied from the host: {describe(e)}")
+    if job.agent and not stopped:  # a teammate, or this home without SSH, stopped it
+        from dstack.runner.agents import stopped_through_store
+
+        why = stopped_through_store(executor, job)
+        if why:
+            stopped, result = True, JobExit(result.code, why)
     return record_end(home, state, job, result, stopped, sealed, problems)
 
 

@@ -51,6 +51,8 @@ def finish_from_store(
     except (DstackError, OSError) as e:
         problems.append(f"its log could not be copied from the store: {describe(e)}")
     result = JobExit(status.exit_code, status.reason)
+    # its agent stopped it on a request through the store (dstack.agent.stop)
+    stopped = stopped or (status.reason or "").startswith("stopped by ")
     return record_end(home, state, job, result, stopped, sealed, problems)
 
 

@@ -216,6 +216,17 @@ class S3ObjectStore(BucketObjectStore):
                 grants.append(Grant(scope, post["url"], root, "s3-post", fields))
         return grants
 
+    def download_url(self, key: str, seconds: int) -> str | None:
+        """A presigned GET of one object (a host's agent polls it for a stop request): its
+        holder may read that key until the expiry, nothing else; 404 while it is absent."""
+        with self._errors("sign a read link for", key):
+            url = self.client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket_name, "Key": self._key(key)},
+                ExpiresIn=seconds,
+            )
+        return str(url)
+
     def _delete(self, name: str) -> None:
         self.client.delete_object(Bucket=self.bucket_name, Key=name)
 
