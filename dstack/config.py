@@ -16,7 +16,8 @@ backends:
     allowed_cidr: 203.0.113.7/32  # who may reach SSH (default: this machine's public address)
     boot_timeout: 600             # seconds a new VM may take to answer SSH
 pulumi:
-  backend_url: s3://my-bucket/pulumi  # where stack state lives (default: DSTACK_HOME/pulumi)
+  backend_url: s3://my-bucket/pulumi  # where stack state lives (default: the bucket store's
+                                      # folder pulumi/, else DSTACK_HOME/pulumi)
 store:                            # shared, versioned artifacts (default: DSTACK_HOME/store)
   url: s3://my-bucket/dstack      # or gs://bucket/prefix, az://container/prefix, file:///path
   region: eu-west-1               # s3: region, profile, endpoint_url (S3-compatible servers)
@@ -102,10 +103,41 @@ def backend_section(home: Home, name: str) -> dict[str, Any] | None:
 
 
 def pulumi_backend_url(home: Home) -> str | None:
-    """`pulumi.backend_url` (s3://…, gs://…, azblob://…, file://…); None: the default."""
+    """`pulumi.backend_url` (s3://…, gs://…, azblob://…, file://…); without one, the folder
+    `pulumi` of a bucket store (state_in_store), so every home sharing the store sees the run
+    stacks and any of them can tear down those whose runs are done; None: the default, a
+    folder in DSTACK_HOME."""
     data = validated_config(home)
     url: str | None = (data or {}).get("pulumi", {}).get("backend_url")
-    return url
+    if url or data is None:
+        return url
+    return state_in_store(store_location(home))
+
+
+def state_in_store(location: StoreLocation | None) -> str | None:
+    """The Pulumi DIY backend URL of the folder `pulumi` in a bucket store, with the store's
+    S3 settings as the engine reads them (an S3-compatible endpoint path-style, as Pulumi's
+    docs on DIY backends give it); None for a folder store."""
+    if location is None or not location.url or "://" not in location.url:
+        return None
+    scheme, _, rest = location.url.partition("://")
+    folder = f"{rest.strip('/')}/pulumi"
+    if scheme == "s3":
+        from urllib.parse import urlencode
+
+        query = {
+            "region": location.region,
+            "profile": location.profile,
+            "endpoint": location.endpoint_url,
+            "s3ForcePathStyle": "true" if location.endpoint_url else None,
+        }
+        given = {k: v for k, v in query.items() if v}
+        return f"s3://{folder}" + (f"?{urlencode(given, safe=':/')}" if given else "")
+    if scheme == "gs":
+        return f"gs://{folder}"
+    if scheme == "az":
+        return f"azblob://{folder}"
+    return None
 
 
 def validated_config(home: Home) -> dict[str, Any] | None:

@@ -93,11 +93,17 @@ class HostSpec:
         return cls(**data)
 
 
-# Runs on the host as root, in the background: powers it off once no dstack job has run for
-# IDLE seconds (checked every EVERY seconds). A job is running while its folder has a `pid`
-# whose process is alive and no `rc` yet; the patterns are where job folders may be.
+# Runs on the host as root, in the background (stacks/idle-off.sh): powers it off once no
+# dstack job has been busy for IDLE seconds (looking every EVERY seconds), or AFTER_SEAL
+# seconds after every job's agent sealed its data while nobody is logged in over SSH (the
+# job's laptop went away: nothing is left to do there, and a teammate's `dstack gc` destroys
+# the stack). A job is busy while its process lives without an `rc`, then while its agent
+# holds the job's lock unsealed. The patterns are where job folders may be: a home's own
+# folder of runs on the host, ~/.dstack/runs/HOME-ID/RUN/JOB (dstack.execution.ssh).
 IDLE_WATCHDOG = (Path(__file__).parent / "idle-off.sh").read_text()
-JOB_PIDS = ("/home/*/.dstack/runs/*/*/pid", "/root/.dstack/runs/*/*/pid")
+JOB_PIDS = ("/home/*/.dstack/runs/*/*/*/pid", "/root/.dstack/runs/*/*/*/pid")
+IDLE_EVERY = 60  # seconds between the watchdog's looks
+AFTER_SEAL = 10 * 60  # seconds; an attached dstack tears the host down within one of those
 
 
 def startup_script(spec: HostSpec) -> str:
@@ -110,13 +116,14 @@ def startup_script(spec: HostSpec) -> str:
     if spec.idle_minutes:
         patterns = " ".join(f"'{p}'" for p in JOB_PIDS)
         lines += [
-            f"# ... and {spec.idle_minutes} minutes after its last dstack job ended",
+            f"# ... and {spec.idle_minutes} minutes after its last dstack job ended (sooner once"
+            " its data is sealed and nobody is logged in)",
             "cat > /usr/local/bin/dstack-idle-off <<'WATCHDOG'",
             IDLE_WATCHDOG.rstrip("\n"),
             "WATCHDOG",
             "chmod 755 /usr/local/bin/dstack-idle-off",
-            f"nohup /usr/local/bin/dstack-idle-off {spec.idle_minutes * 60} 60 {patterns} "
-            ">/dev/null 2>&1 &",
+            f"nohup /usr/local/bin/dstack-idle-off {spec.idle_minutes * 60} {IDLE_EVERY} "
+            f"--after-seal {AFTER_SEAL} {patterns} >>/var/log/dstack-idle-off.log 2>&1 &",
         ]
     return "\n".join(lines) + "\n"
 

@@ -1,6 +1,8 @@
 """`dstack gc`: find and destroy cloud stacks whose run is no longer alive (its supervisor was
 killed, its machine lost power, a teardown failed), so nothing keeps costing money; and remove
-the temporary files that killed processes left in DSTACK_HOME and the local store."""
+the temporary files that killed processes left in DSTACK_HOME and the local store. With a
+shared bucket store, teammates' stacks count too: those of runs that are over, and those whose
+job ended and was sealed by its host while its laptop was away."""
 
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ if TYPE_CHECKING:
 def register(app: typer.Typer) -> None:
     app.command(
         help="Destroy the cloud stacks of runs that are no longer alive (a killed dstack, a "
-        "failed teardown) and remove temporary files that killed processes left behind "
-        "(unchanged for 10 minutes); --dry-run only lists them."
+        "failed teardown; with a shared bucket store, teammates' too) and remove temporary "
+        "files that killed processes left behind (unchanged for 10 minutes); --dry-run only "
+        "lists them."
     )(gc)
 
 

@@ -1,6 +1,7 @@
 """What killed runs leave behind: cloud stacks whose run is over (a killed dstack, a failed
 teardown), which cost money until destroyed, and temporary files that killed processes left
-in DSTACK_HOME and the local store."""
+in DSTACK_HOME and the local store. Where the store is a shared bucket, the stacks include
+other homes' whose runs are over (dstack.backends.cloud.team): any home can collect them."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def leftovers(session: Session) -> list[Leftover]:
     from dstack.backends.base import Context
 
     session.recover()
-    return registry.leftovers(Context(session.home, session.state))
+    return registry.leftovers(Context(session.home, session.state, session.store))
 
 
 def clean(session: Session, items: list[Leftover], notes: Notes) -> list[str]:
@@ -43,7 +44,7 @@ def clean(session: Session, items: list[Leftover], notes: Notes) -> list[str]:
     from dstack.backends import registry
     from dstack.backends.base import Context
 
-    ctx = Context(session.home, session.state, notes=notes)
+    ctx = Context(session.home, session.state, session.store, notes=notes)
     return [item.name for item in items if not registry.clean(ctx, item)]
 
 

@@ -141,7 +141,7 @@ def stacks_left_behind(session: Session) -> int:
     from dstack.backends.base import Context
     from dstack.backends.registry import leftovers
 
-    return len(leftovers(Context(session.home, session.state)))
+    return len(leftovers(Context(session.home, session.state, session.store)))
 
 
 @dataclass(frozen=True)

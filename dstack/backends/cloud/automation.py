@@ -1,10 +1,12 @@
 """The Pulumi Automation API, as dstack uses it: one stack per job in a workspace inside
 DSTACK_HOME, previewed, brought up and destroyed by the `pulumi` CLI.
 
-State goes to a local file backend in ``DSTACK_HOME/pulumi/state`` unless config.yaml names a
-backend URL; stack secrets use the passphrase provider with a generated passphrase file (0600)
-that never leaves DSTACK_HOME. The stack's config holds its HostSpec (``host``), so the stack
-can also be operated with the plain `pulumi` CLI and `stacks/__main__.py`.
+State goes to the backend dstack.backends.cloud.workspace chooses (a file backend in
+DSTACK_HOME, or the bucket of a shared store, where every home sharing it sees the stacks);
+stack secrets use the passphrase provider with a passphrase file (0600). The stack's config
+holds its HostSpec (``host``), so the stack can also be operated with the plain `pulumi` CLI
+and `stacks/__main__.py`. A stack another process is updating (its lock is held) is a
+StackBusy: someone else is on it.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dstack.atomic import write_once
 from dstack.backends.cloud.preview import key_inputs
+from dstack.backends.cloud.workspace import StateBackend, pulumi_root, state_backend
+from dstack.backends.cloud.workspace import passphrase_file as passphrase_file
 from dstack.backends.plans import PlannedResource
 from dstack.errors import CloudError
 from dstack.home import Home
@@ -48,29 +50,6 @@ class HostOutputs:
     instance_id: str
 
 
-def pulumi_root(home: Home) -> Path:
-    return home.root / "pulumi"
-
-
-def passphrase_file(home: Home) -> Path:
-    """The stack secrets' passphrase: generated once, readable by this user only."""
-    path = pulumi_root(home) / "passphrase"
-    if not path.exists():  # dstack processes starting at once agree on the first one (0600)
-        write_once(path, secrets.token_urlsafe(32) + "\n")
-    return path
-
-
-def backend_url(home: Home) -> str:
-    from dstack.config import pulumi_backend_url
-
-    configured = pulumi_backend_url(home)
-    if configured:
-        return configured
-    state = pulumi_root(home) / "state"
-    state.mkdir(parents=True, exist_ok=True)
-    return state.as_uri()
-
-
 def require_cli() -> None:
     """Fail before anything is recorded when the Pulumi SDK or CLI is missing."""
     _sdk()
@@ -93,10 +72,15 @@ def _command() -> auto.PulumiCommand:
         ) from None
 
 
-def _options(home: Home) -> auto.LocalWorkspaceOptions:
+class StackBusy(CloudError):
+    """The stack is locked by an update under way elsewhere (another home, another process)."""
+
+
+def _options(home: Home, backend: StateBackend | None) -> auto.LocalWorkspaceOptions:
     from pulumi import automation as auto
 
-    url = backend_url(home)
+    backend = backend or state_backend(home)
+    url = backend.url
     work = pulumi_root(home) / "work"
     work.mkdir(parents=True, exist_ok=True)
     return auto.LocalWorkspaceOptions(
@@ -108,8 +92,9 @@ def _options(home: Home) -> auto.LocalWorkspaceOptions:
         ),
         env_vars={
             "PULUMI_BACKEND_URL": url,
-            "PULUMI_CONFIG_PASSPHRASE_FILE": str(passphrase_file(home)),
+            "PULUMI_CONFIG_PASSPHRASE_FILE": str(backend.passphrase),
             "PULUMI_SKIP_UPDATE_CHECK": "true",
+            **backend.env,
         },
     )
 
@@ -125,7 +110,9 @@ def _sdk() -> Any:
     return auto
 
 
-def open_stack(home: Home, spec: HostSpec, stack_name: str | None = None) -> auto.Stack:
+def open_stack(
+    home: Home, spec: HostSpec, stack_name: str | None = None, backend: StateBackend | None = None
+) -> auto.Stack:
     """The job's stack (named after the host unless ``stack_name``), created if new, with
     its HostSpec in the stack config."""
     auto = _sdk()
@@ -138,19 +125,19 @@ def open_stack(home: Home, spec: HostSpec, stack_name: str | None = None) -> aut
     name = stack_name or spec.name
     with cloud_errors("stack init", name):
         stack: Stack = auto.create_or_select_stack(
-            name, project_name=PROJECT, program=program, opts=_options(home)
+            name, project_name=PROJECT, program=program, opts=_options(home, backend)
         )
         stack.set_config("host", auto.ConfigValue(spec.to_json()))
     return stack
 
 
-def select_stack(home: Home, name: str) -> auto.Stack | None:
+def select_stack(home: Home, name: str, backend: StateBackend | None = None) -> auto.Stack | None:
     """An existing stack (for teardown); None when the backend has no such stack."""
     auto = _sdk()
     try:
         with cloud_errors("stack select", name):
             found: Stack = auto.select_stack(
-                name, project_name=PROJECT, program=lambda: None, opts=_options(home)
+                name, project_name=PROJECT, program=lambda: None, opts=_options(home, backend)
             )
             return found
     except CloudError as e:
@@ -259,6 +246,12 @@ def cloud_errors(step: str, stack: str) -> Iterator[None]:
     except auto.CommandError as error:
         text = str(error).partition(" stderr: ")[2].strip() or str(error).strip()
         tail = "\n".join(line for line in text.splitlines()[-6:] if line.strip())
+        if isinstance(error, auto.ConcurrentUpdateError):
+            raise StackBusy(
+                f"Stack {stack} is being updated elsewhere (its lock is held):\n{tail}",
+                hint="another home or process is on it; if none is (one was killed), "
+                f"`pulumi cancel --stack {stack}` removes the lock it left",
+            ) from error
         raise CloudError(
             f"`pulumi {step}` of stack {stack} failed:\n{tail}",
             hint="`dstack gc` tears down stacks left behind; Pulumi's state is in "

@@ -7,6 +7,7 @@ plug-in and its settings."""
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -15,13 +16,16 @@ from dstack.backends.base import Backend, Context, Leftover, Unavailable, Waitin
 from dstack.offer import Scope
 
 if TYPE_CHECKING:
+    from dstack.backends.cloud.ledger import StackRecord
     from dstack.backends.cloud.limits import CloudLimits
+    from dstack.backends.cloud.team import TeamStack
     from dstack.backends.plans import HostPlan, PlacedJob, Previewed
     from dstack.execution.base import Executor
     from dstack.offer import Offer
     from dstack.spec.jobspec import ResourcesSpec
     from dstack.ssh.connect import HostAddress
     from dstack.state.records import JobRecord
+    from dstack.storage.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +97,7 @@ class CloudBackend(Backend):
         from dstack.backends.cloud.planning import reserve_hosts
 
         ctx = self.ctx
-        return reserve_hosts(ctx.home, ctx.state, run, jobs, self.limits(), ctx.notes)
+        return reserve_hosts(ctx.home, ctx.state, run, jobs, self.limits(), ctx.notes, ctx.store)
 
     def withdraw(self, run: str) -> bool:
         """Destroy and forget the run's recorded stacks (none was brought up yet)."""
@@ -195,11 +199,37 @@ class CloudBackend(Backend):
     # reaching a recorded job's host again ----------------------------------------------------
 
     def executor(self, host: str, patient: bool = True) -> Executor:
+        """The host's executor; for a host that another home destroyed once its job had
+        ended (dstack.backends.cloud.team), the job as its agent left it in the store."""
         from dstack.backends.cloud.provision import cloud_executor
         from dstack.storage.store import Store
 
         store = self.ctx.store or Store.open(self.ctx.home)
+        gone = self._destroyed_elsewhere(store, host)
+        if gone is not None:
+            return gone
         return cloud_executor(self.ctx.home, store, self.ctx.state, host, patient)
+
+    def _destroyed_elsewhere(self, store: Store, host: str) -> Executor | None:
+        from dstack.backends.cloud import team
+        from dstack.backends.cloud.ledger import Ledger
+        from dstack.backends.cloud.workspace import shared_store
+        from dstack.errors import StoreError
+
+        record = Ledger(self.ctx.state).get(host)
+        if record is None or not shared_store(self.ctx.home):
+            return None
+        try:
+            found = team.read(store, host)
+        except StoreError as e:  # unknown now: the host is looked for as usual
+            log.info("could not read the record of stack %s: %s", host, e.message)
+            return None
+        if found is None or found.state != "destroyed":
+            return None
+        from dstack.backends.cloud.gone import GoneHost
+
+        by = f"{found.by_owner or 'another home'}'s dstack"
+        return GoneHost(store, host, record.run_name, record.workflow, by)
 
     def address(self, host: str) -> tuple[HostAddress, Path]:
         from dstack.backends.cloud.access import known_hosts
@@ -210,13 +240,19 @@ class CloudBackend(Backend):
     # gc -------------------------------------------------------------------------------------
 
     def leftovers(self) -> list[Leftover]:
-        """The stacks whose run is gone or finished, with the reason."""
+        """The stacks whose run is gone or finished, with the reason: this home's, and where
+        the store is shared, other homes' whose runs are over (dstack.backends.cloud.team)."""
         from dstack.backends.cloud.ledger import Ledger
 
         state = self.ctx.state
+        shared = _team_stacks(self.ctx)
+        tombstones = {r.name: r for r in shared[1] if r.state == "destroyed"} if shared else {}
         found = []
         for stack in Ledger(state).left_behind():
             if stack.backend != self.name:
+                continue
+            if shared is not None and stack.name in tombstones:
+                self._destroyed_by_another(shared[0], tombstones[stack.name], stack)
                 continue
             why = (
                 f"its run is {state.run(stack.run_name).status}"
@@ -234,9 +270,73 @@ class CloudBackend(Backend):
                     stack.workflow,
                 )
             )
+        return found + self._teammates_leftovers(shared)
+
+    def _destroyed_by_another(self, store: Store, tombstone: TeamStack, row: StackRecord) -> None:
+        """A stack of this home's ended run that another home destroyed: forgotten here now,
+        and its tombstone with it."""
+        from dstack.backends.cloud import team
+        from dstack.backends.cloud.ledger import Ledger
+        from dstack.backends.cloud.teardown import forget_stack
+
+        log.info("%s was destroyed by %s's dstack", row.name, tombstone.by_owner)
+        forget_stack(self.ctx.home, Ledger(self.ctx.state), row.name, row.run_name)
+        team.forget(store, row.name)
+
+    def _teammates_leftovers(self, shared: tuple[Store, list[TeamStack]] | None) -> list[Leftover]:
+        from dstack.backends.cloud.hosts import DEADLINE_MINUTES
+        from dstack.backends.cloud.ledger import Ledger
+        from dstack.backends.cloud.team import why_left
+
+        if shared is None:
+            return []
+        store, records = shared
+        ledger, now, found = Ledger(self.ctx.state), time.time(), []
+        for stack in records:
+            if stack.backend != self.name or stack.state == "destroyed" or ledger.get(stack.name):
+                continue
+            why = why_left(store, stack, now, DEADLINE_MINUTES)
+            if why is not None:
+                status = "destroying" if stack.state == "destroying" else "up"
+                found.append(
+                    Leftover(
+                        stack.name, self.name, status, stack.created_at, why, stack.run, stack.job
+                    )
+                )
         return found
 
     def clean(self, item: Leftover) -> bool:
-        from dstack.backends.cloud.teardown import teardown
+        from dstack.backends.cloud.ledger import Ledger
+        from dstack.backends.cloud.teardown import teardown, teardown_team
 
+        if Ledger(self.ctx.state).get(item.name) is None:
+            return teardown_team(self.ctx.home, item.name, self.ctx.notes)
         return teardown(self.ctx.home, self.ctx.state, item.name, self.ctx.notes)
+
+
+_SEEN: dict[str, tuple[float, Store, list[TeamStack]]] = {}
+SEEN_FOR = 5.0  # seconds one listing of the store's stack records serves every cloud backend
+
+
+def _team_stacks(ctx: Context) -> tuple[Store, list[TeamStack]] | None:
+    """The store and its stack records when the run stacks are shared through it; one
+    store client and one listing per command, whichever clouds ask."""
+    from dstack.backends.cloud import team
+    from dstack.backends.cloud.workspace import shared_store
+    from dstack.errors import StoreError
+    from dstack.storage.store import Store
+
+    if not shared_store(ctx.home):
+        return None
+    key = str(ctx.home.root)
+    seen = _SEEN.get(key)
+    if seen is not None and time.monotonic() - seen[0] < SEEN_FOR:
+        return seen[1], seen[2]
+    try:
+        store = ctx.store or (seen[1] if seen else Store.open(ctx.home))
+        records = team.listed(store)
+    except StoreError as e:  # the next command looks again
+        log.warning("%s; other homes' stacks are not looked at.", e.message.rstrip("."))
+        return None
+    _SEEN[key] = (time.monotonic(), store, records)
+    return store, records

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from dstack.backends.cloud.limits import CloudLimits
     from dstack.home import Home
     from dstack.state.db import State
+    from dstack.storage.store import Store
     from stacks.spec import HostSpec
 
 
@@ -130,10 +131,16 @@ def export_hosts(
 
 
 def reserve_hosts(
-    home: Home, state: State, run: str, jobs: list[PlacedJob], limits: CloudLimits, notes: Notes
+    home: Home,
+    state: State,
+    run: str,
+    jobs: list[PlacedJob],
+    limits: CloudLimits,
+    notes: Notes,
+    store: Store | None = None,
 ) -> list[HostPlan]:
     """Record each job's stack, then preview it with the engine, for the run's review."""
-    specs = record_stacks(home, state, run, jobs, limits)
+    specs = record_stacks(home, state, run, jobs, limits, store)
     previews = preview_stacks(home, specs, notes)
     return [
         host_plan(job, resources, ssh_rule(limits, spec.allowed_cidr))
@@ -142,17 +149,32 @@ def reserve_hosts(
 
 
 def record_stacks(
-    home: Home, state: State, run: str, jobs: list[PlacedJob], limits: CloudLimits
+    home: Home,
+    state: State,
+    run: str,
+    jobs: list[PlacedJob],
+    limits: CloudLimits,
+    store: Store | None = None,
 ) -> list[HostSpec]:
-    """Each job's stack in SQLite first (so no later failure can hide it), then in Pulumi's
-    state; the caller's address and the run's key are filled in here."""
+    """Each job's stack in SQLite first (so no later failure can hide it), then, where the
+    store is shared, in the store for the other homes (dstack.backends.cloud.team), then in
+    Pulumi's state; the caller's address and the run's key are filled in here."""
+    import time
+
+    from dstack.backends.cloud import team
     from dstack.backends.cloud.access import caller_cidr, run_key
     from dstack.backends.cloud.automation import open_stack
     from dstack.backends.cloud.hosts import host_spec
     from dstack.backends.cloud.ledger import Ledger
+    from dstack.backends.cloud.workspace import shared_store, state_backend
+    from dstack.storage.store import Store
     from dstack.tags import who
 
     _, public_key = run_key(home, run)
+    shared = shared_store(home)
+    if shared:
+        store = store or Store.open(home)
+    backend = state_backend(home, store)
     specs = []
     for job in jobs:
         spec = host_spec(
@@ -167,7 +189,12 @@ def record_stacks(
         )
         offer = asdict(OfferSummary.of(job.offer))
         Ledger(state).record(spec.name, run, job.spec.name, asdict(spec), offer)
-        open_stack(home, spec)
+        if shared and store is not None:
+            mine = team.TeamStack(
+                spec.name, run, job.spec.name, spec.backend, home.id, who(), time.time()
+            )
+            team.publish(store, mine)
+        open_stack(home, spec, backend=backend)
         specs.append(spec)
     return specs
 
