@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import TYPE_CHECKING
 
 from dstack.agent import http
-from dstack.errors import StoreError
 
 if TYPE_CHECKING:
     from dstack.agent.grants import Grant
@@ -42,21 +39,10 @@ def send(grant: Grant, name: str, data: bytes) -> None:
         "Content-MD5": base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode(),
     }
     what = f"'{name}'"  # never the URL: it carries the token
-    if grant.fields.get("once") != "1":
-        http.send("PUT", url, data, headers, what)
-        return
-    request = urllib.request.Request(url, data=data, method="PUT", headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=http.TIMEOUT) as answer:
-            answer.read()
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        if (e.code == 403 and THERE_ALREADY.encode() in raw) or e.code == 409:
-            return  # written before: a create-only token never replaces it
-        raise StoreError(
-            f"The store refused {what}: HTTP {e.code} {http._message(raw)}",
-            hint="the run's upload grant may have expired, or does not cover this key",
-        ) from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise StoreError(f"Cannot reach the store to write {what}: {reason}.") from None
+    once = grant.fields.get("once") == "1"
+    http.send("PUT", url, data, headers, what, done_if=_there_already if once else None)
+
+
+def _there_already(code: int, answer: bytes) -> bool:
+    """A create-only token's refusal of a blob that exists: written before, never replaced."""
+    return (code == 403 and THERE_ALREADY.encode() in answer) or code == 409

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 
 from dstack.errors import StoreError
 
 SMALL_TIMEOUT = 10.0  # seconds a request with a small body may take
 MIN_RATE = 256 * 1024  # bytes a second a large body is given time for
-TIMEOUT = 60.0  # the former flat limit; writers should use timeout_for(len(body))
 
 
 def timeout_for(size: int) -> float:
@@ -24,15 +24,26 @@ def timeout_for(size: int) -> float:
     return SMALL_TIMEOUT + size / MIN_RATE
 
 
-def send(method: str, url: str, body: bytes, headers: dict[str, str], what: str) -> None:
-    """``what``: the object, for messages (never the URL: it may carry a signature)."""
+def send(
+    method: str,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    what: str,
+    done_if: Callable[[int, bytes], bool] | None = None,
+) -> None:
+    """``what``: the object, for messages (never the URL: it may carry a signature);
+    ``done_if(status, answer)``: a refusal that means the object is already there."""
     request = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout_for(len(body))) as answer:
             answer.read()
     except urllib.error.HTTPError as e:
+        raw = e.read()
+        if done_if is not None and done_if(e.code, raw):
+            return
         raise StoreError(
-            f"The store refused {what}: HTTP {e.code} {_message(e.read())}",
+            f"The store refused {what}: HTTP {e.code} {_message(raw)}",
             hint="the run's upload grant may have expired, or does not cover this key",
         ) from None
     except (urllib.error.URLError, OSError) as e:
