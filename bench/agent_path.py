@@ -11,7 +11,9 @@ region's bucket. Measured:
    SSH traffic shaped to a home-like RATE (tc, TCP port 22 only; the bucket's stays unshaped).
 2. How soon a line the job prints is readable in the bucket (the agent sends the log every
    2 s): a reader polls the job's log parts every 0.1 s; and through `dstack logs RUN -f` from
-   the laptop's home and from a teammate's home sharing the bucket, where that works.
+   the laptop's home and from a teammate's home sharing the bucket. And how soon a
+   `mount: true` file the job writes with each line is listed in the live manifest (the
+   target: within 2 s).
 
 Run: `.venv/bin/python bench/agent_path.py [--size-mb 1024] [--runs 1] [--lines 20]
 [--rate 100mbit]` (about 5 minutes at 1 GB).
@@ -41,7 +43,7 @@ from sshd import Namespace, SSHServer, add_netns, make_server  # noqa: E402
 
 from dstack.agent.keys import log_prefix, status_key  # noqa: E402
 
-NETNS_INDEX = 6  # the tests use 1-3; 6 keeps out of their way when both run at once
+NETNS_INDEX = 6  # the tests use 1-5; 6 keeps out of their way when both run at once
 FILES = 4
 BUCKET = "agent-path-bench"
 POLL = 0.1
@@ -64,9 +66,14 @@ workflows:
   - name: lines
     commands:
       - until [ -e {gate} ]; do sleep 0.05; done
-      - for i in $(seq {lines}); do sleep $((RANDOM % 15 + 1))e-1; echo "line $i $(date +%s.%N)"; done
+      - mkdir -p ckpt
+      - >-
+        for i in $(seq {lines}); do sleep $((RANDOM % 15 + 1))e-1; t=$(date +%s.%N);
+        echo "line $i $t"; echo "$t" > "ckpt/$i-$t"; done
+    artifacts: [{{path: ckpt, mount: true}}]
 """
 LINE = re.compile(rb"line (\d+) (\d+\.\d+)")
+SAVED = re.compile(r"^ckpt/(\d+)-(\d+\.\d+)$")  # a `mount: true` file, named by its writing
 
 
 class Home:
@@ -216,6 +223,22 @@ def watch_bucket(s3: SeaweedS3, prefix: str, seen: dict[int, float], stop: threa
         stop.wait(POLL)
 
 
+def watch_manifest(s3: SeaweedS3, key: str, seen: dict[int, float], stop: threading.Event) -> None:
+    """Poll the job's live manifest every POLL seconds: when each ckpt file first shows."""
+    client = s3.client()
+    while not stop.is_set():
+        try:
+            raw = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        except client.exceptions.NoSuchKey:
+            raw = b'{"entries": []}'
+        now = time.time()
+        for entry in json.loads(raw)["entries"]:
+            found = SAVED.match(entry["path"])
+            if found and int(found.group(1)) not in seen:
+                seen[int(found.group(1))] = now - float(found.group(2))
+        stop.wait(POLL)
+
+
 def watch_output(proc: subprocess.Popen[bytes], seen: dict[int, float], err: list[str]) -> None:
     assert proc.stdout is not None and proc.stderr is not None
     for raw in iter(proc.stdout.readline, b""):
@@ -232,7 +255,12 @@ def log_delays(
     bucket: dict[int, float] = {}
     stop = threading.Event()
     prefix = f"{laptop.prefix}/{log_prefix(run, 'lines')}"
-    threads = [threading.Thread(target=watch_bucket, args=(s3, prefix, bucket, stop))]
+    saved: dict[int, float] = {}
+    manifest = f"{laptop.prefix}/manifests/{run}/lines.json"
+    threads = [
+        threading.Thread(target=watch_bucket, args=(s3, prefix, bucket, stop)),
+        threading.Thread(target=watch_manifest, args=(s3, manifest, saved, stop)),
+    ]
     followed: dict[str, tuple[subprocess.Popen[bytes], dict[int, float], list[str]]] = {}
     for label, home in (
         ("`dstack logs -f`, the laptop's home", laptop),
@@ -247,7 +275,7 @@ def log_delays(
         thread.start()
     gate.touch()
     deadline = time.monotonic() + lines * 1.5 + 60
-    while len(bucket) < lines and time.monotonic() < deadline:
+    while min(len(bucket), len(saved)) < lines and time.monotonic() < deadline:
         time.sleep(POLL)
     stop.set()
     for proc, _, _ in followed.values():
@@ -257,7 +285,10 @@ def log_delays(
             proc.kill()
     for thread in threads:
         thread.join()
-    found = {"the bucket's log parts, polled every 0.1 s": (bucket, "")}
+    found = {
+        "the bucket's log parts, polled every 0.1 s": (bucket, ""),
+        "a `mount: true` file in the bucket's live manifest": (saved, ""),
+    }
     for label, (_, seen, err) in followed.items():
         found[label] = (seen, (err[0].splitlines() or [""])[0] if err else "")
     return found
@@ -376,7 +407,8 @@ def main() -> None:
         if not got:
             notes.append(f"{label}: {why or 'printed none'}")
     print_table(
-        "Delay from a line written on the host to it being readable; seconds",
+        "Delay from a line (or a `mount: true` file) written on the host to it being readable;"
+        " seconds",
         ["where", "median", "max", "lines"],
         rows,
     )

@@ -208,17 +208,18 @@ class AgentLab:
 
 @pytest.fixture(scope="session")
 def agent_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentLab]:
-    """A namespace host and a SeaweedFS it can reach (TEST-SERVICES.md: "Hosts that reach the
+    """A namespace host (index 5: sshd_hosts take 1-2, test_concurrency 3, test_agent_stores
+    4) and a SeaweedFS it can reach (TEST-SERVICES.md: "Hosts that reach the
     bucket directly"); this machine reaches the server at the same address, so presigned
     requests carry one Host everywhere. Everything is removed after."""
     from buckets import start_seaweedfs
     from sshd import add_netns, make_server
 
-    space = add_netns(3)
+    space = add_netns(5)
     server: SSHServer | None = None
     s3: SeaweedS3 | None = None
     try:
-        server = make_server("h3", "dstacktest3", space.inside, netns=space.name)
+        server = make_server("h5", "dstacktest5", space.inside, netns=space.name)
         s3 = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs-lab"), ip=space.outside)
         yield AgentLab(server, s3)
     finally:

@@ -315,6 +315,7 @@ class CloudBackend(Backend):
 
 
 _SEEN: dict[str, tuple[float, Store, list[TeamStack]]] = {}
+_UNREACHABLE: dict[str, float] = {}  # homes whose store did not answer, and when
 SEEN_FOR = 5.0  # seconds one listing of the store's stack records serves every cloud backend
 
 
@@ -332,11 +333,14 @@ def _team_stacks(ctx: Context) -> tuple[Store, list[TeamStack]] | None:
     seen = _SEEN.get(key)
     if seen is not None and time.monotonic() - seen[0] < SEEN_FOR:
         return seen[1], seen[2]
+    if time.monotonic() - _UNREACHABLE.get(key, -SEEN_FOR) < SEEN_FOR:
+        return None  # asked moments ago, by another cloud's backend: no second wait
     try:
         store = ctx.store or (seen[1] if seen else Store.open(ctx.home))
         records = team.listed(store)
-    except StoreError as e:  # the next command looks again
-        log.warning("%s; other homes' stacks are not looked at.", e.message.rstrip("."))
+    except StoreError as e:  # the next command looks again; the command's own use of the
+        _UNREACHABLE[key] = time.monotonic()  # store says it is unreachable, once
+        log.info("%s; other homes' stacks are not looked at.", e.message.rstrip("."))
         return None
     _SEEN[key] = (time.monotonic(), store, records)
     return store, records
