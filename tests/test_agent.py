@@ -21,8 +21,6 @@ from test_buckets import new_bucket, use_s3
 
 from dstack.agent.keys import log_prefix, status_key
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
-
 TRAIN = """
 workflows:
   - name: train

@@ -31,8 +31,6 @@ from test_clouds import job_status
 
 from stacks.spec import AFTER_SEAL, IDLE_WATCHDOG, JOB_PIDS, HostSpec, startup_script
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
-
 # the idle watchdog, run for real ----------------------------------------------------------
 
 
@@ -319,7 +317,6 @@ def stacks_rows(project: Project) -> list[str]:
         return [r[0] for r in db.execute("SELECT name FROM stacks")]
 
 
-@needs_root
 def test_a_teammates_gc_destroys_the_stack_of_a_run_whose_laptop_went_away(team: Team) -> None:
     run, stack = team.start_job()
     assert team.stack_objects() == [stack], "the stack's state is in the team's bucket"
@@ -355,7 +352,6 @@ def test_a_teammates_gc_destroys_the_stack_of_a_run_whose_laptop_went_away(team:
     assert "No stack is left behind" in gc.stderr and team.destroys() == 1
 
 
-@needs_root
 def test_two_homes_collecting_at_once_destroy_the_stack_once(team: Team) -> None:
     run, stack = team.start_job()
     for other in team.others:  # each destroy takes a while: the other home finds it busy
@@ -372,7 +368,6 @@ def test_two_homes_collecting_at_once_destroy_the_stack_once(team: Team) -> None
     assert team.destroys() == 1 and stacks_rows(team.owner) == []
 
 
-@needs_root
 def test_a_stack_locked_by_another_update_is_waited_for_not_failed(team: Team) -> None:
     """The engine's lock (another process's update under way) means someone else is on the
     stack: gc waits for it, then destroys what is left."""
@@ -393,7 +388,6 @@ def test_a_stack_locked_by_another_update_is_waited_for_not_failed(team: Team) -
     assert team.stack_objects() == []
 
 
-@needs_root
 def test_a_run_on_a_shared_store_keeps_its_stack_in_the_bucket_and_cleans_up_after_itself(
     team: Team,
 ) -> None:

@@ -32,7 +32,6 @@ from dstack.agent.keys import status_key, stop_key
 from dstack.agent.stop import StopRequest
 from dstack.errors import StoreError
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 __all__ = ["lab_project"]  # the fixture, shared with test_agent.py
 
 CUT_PREF = 50  # the routing rule's priority: before the namespace's own tables

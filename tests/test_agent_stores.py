@@ -34,8 +34,6 @@ from dstack.errors import StoreError
 from dstack.storage.objects import ObjectStore
 from dstack.storage.store import artifact_key
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
-
 
 @dataclass(frozen=True)
 class StoresLab:

@@ -29,8 +29,6 @@ from dstack.state.records import ACTIVE
 from dstack.storage.joblogs import BATCH, PART_MAX, UNKNOWN, LogParts, parse_status
 from dstack.storage.objects import LocalObjectStore
 
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
-
 STEPS = """
 workflows:
   - name: train
@@ -218,7 +216,6 @@ def mates_view(mate: Project, run: str) -> dict[str, object]:
     return found[0] if found else {}
 
 
-@root_only
 def test_a_teammate_sees_the_running_job_and_follows_its_log(
     two_homes: tuple[Project, Project, str], agent_lab: AgentLab, tmp_path: Path
 ) -> None:
@@ -253,7 +250,6 @@ def test_a_teammate_sees_the_running_job_and_follows_its_log(
     assert stamped == owner.dstack("logs", run, "--timestamps").stdout
 
 
-@root_only
 def test_a_run_whose_laptop_died_is_shown_as_ended_once_sealed(
     two_homes: tuple[Project, Project, str], agent_lab: AgentLab, tmp_path: Path
 ) -> None:
@@ -279,7 +275,6 @@ def test_a_run_whose_laptop_died_is_shown_as_ended_once_sealed(
     assert "failed (3)" in row
 
 
-@root_only
 def test_a_tampered_status_or_log_part_never_crashes_ps_or_logs(
     project: Project, agent_lab: AgentLab
 ) -> None:
