@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -79,15 +80,20 @@ def gate_file(lab: AgentLab, tmp_path: Path) -> Path:
     return folder / f"go-{tmp_path.name}"
 
 
+def start_on_box(project: Project) -> tuple[subprocess.Popen[str], str]:
+    """`dstack run train --host box`, attached; the run's name once its job runs."""
+    proc = project.popen("run", "train", "--host", "box")
+    wait_for(lambda: project.ps() and project.ps()[0]["status"] == "running", 60, what="start")
+    return proc, str(project.ps()[0]["name"])
+
+
 def test_the_host_saves_the_log_and_artifacts_to_the_bucket_itself(
     lab_project: tuple[Project, Bucket], agent_lab: AgentLab, tmp_path: Path
 ) -> None:
     project, bucket = lab_project
     gate = gate_file(agent_lab, tmp_path)
     project.workflows(TRAIN.format(gate=gate))
-    proc = project.popen("run", "train", "--host", "box")
-    wait_for(lambda: project.ps() and project.ps()[0]["status"] == "running", 60, what="start")
-    run = project.ps()[0]["name"]
+    proc, run = start_on_box(project)
     # while it runs: the log and the live checkpoint reach the bucket from the host
     wait_for(lambda: b"epoch 1" in bucket.log(run, "train"), 30, what="the log in the bucket")
     wait_for(

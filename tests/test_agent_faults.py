@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from conftest import AgentLab, Project, wait_for
-from test_agent import Bucket, gate_file, lab_project, supervisor_pid
+from test_agent import Bucket, gate_file, lab_project, start_on_box, supervisor_pid
 from test_buckets import new_bucket, use_s3
 
 from dstack.agent import http as agent_http
@@ -123,10 +123,8 @@ def test_the_agent_buffers_while_the_store_is_away_and_sends_everything_after(
     project, bucket = lab_project
     gate = gate_file(agent_lab, tmp_path)
     project.workflows(CUT.format(gate=gate))
-    proc = project.popen("run", "train", "--host", "box")
+    proc, run = start_on_box(project)
     out, notes = Output(proc.stdout), Output(proc.stderr)
-    wait_for(lambda: project.ps() and project.ps()[0]["status"] == "running", 60, what="start")
-    run = project.ps()[0]["name"]
     wait_for(lambda: b"before the cut" in bucket.log(run, "train"), 30, what="the first line")
     job_dir = host_job_dir(agent_lab, run, "train")
     with store_cut_off(agent_lab):
@@ -213,9 +211,7 @@ def test_the_job_ends_and_is_sealed_while_ssh_is_cut(
     project, bucket = lab_project
     gate = gate_file(agent_lab, tmp_path)
     project.workflows(TRAIN.format(gate=gate))
-    proc = project.popen("run", "train", "--host", "box")
-    wait_for(lambda: project.ps() and project.ps()[0]["status"] == "running", 60, what="start")
-    run = project.ps()[0]["name"]
+    proc, run = start_on_box(project)
     wait_for(lambda: b"epoch 1" in bucket.log(run, "train"), 30, what="the log in the bucket")
 
     def sealed_with_ssh_down() -> bool:
@@ -238,9 +234,7 @@ def test_a_host_restart_fails_the_job_with_its_partial_artifacts_sealed(
     project, bucket = lab_project
     gate = gate_file(agent_lab, tmp_path)  # never opened: the host "restarts" first
     project.workflows(TRAIN.format(gate=gate))
-    proc = project.popen("run", "train", "--host", "box")
-    wait_for(lambda: project.ps() and project.ps()[0]["status"] == "running", 60, what="start")
-    run = project.ps()[0]["name"]
+    proc, run = start_on_box(project)
     wait_for(
         lambda: b"ckpt/w1.bin" in (bucket.get(f"manifests/{run}/train.json") or b""),
         30,

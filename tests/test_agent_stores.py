@@ -24,7 +24,7 @@ import pytest
 from buckets import Azurite, Service, start_azurite, start_gcs_emulator
 from conftest import Project, wait_for
 from sshd import SSHServer
-from test_agent import TRAIN
+from test_agent import TRAIN, start_on_box
 from test_buckets import new_bucket
 
 from dstack.agent import azblob
@@ -140,9 +140,7 @@ def test_the_host_saves_its_job_to_the_bucket_itself_and_a_teammate_gets_it(
     gate = gates / f"go-{tmp_path.name}"
     project.workflows(TRAIN.format(gate=gate))
 
-    proc = project.popen("run", "train", "--host", "box")
-    wait_for(lambda: project.ps() and project.ps()[0]["status"] == "running", 60, what="start")
-    run = project.ps()[0]["name"]
+    proc, run = start_on_box(project)
     manifest = artifact_key(run, "train")
     # while it runs: its log and the live checkpoint reach the bucket from the host
     wait_for(lambda: b"epoch 1" in read_log(store, run, "train"), 30, what="the log")
